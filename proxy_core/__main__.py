@@ -1,0 +1,7 @@
+"""`python -m proxy_core` is `wsproxy`."""
+
+import sys
+
+from proxy_core.cli import main
+
+sys.exit(main())

@@ -1,0 +1,36 @@
+"""The `wsproxy` command: `serve` runs the engine; the other subcommands steer a running one."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from proxy_core import __version__
+from proxy_core.flags import add_engine_flags
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="wsproxy", description="WebSocket/TCP load-balancing reverse proxy")
+    parser.add_argument("--version", action="version", version=f"wsproxy {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    serve = commands.add_parser("serve", help="run the proxy engine (headless)")
+    add_engine_flags(serve)
+    serve.set_defaults(handler=_run_serve)
+    return parser
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    from proxy_core.serve import run_serve  # the engine loads only when serving
+
+    return run_serve(args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    result: int = args.handler(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

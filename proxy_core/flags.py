@@ -1,0 +1,133 @@
+"""The engine's command-line flags, shared by `wsproxy serve` and `wsproxy-tui`, laid over the TOML file."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import replace
+from pathlib import Path
+
+from proxy_core.config import (
+    BALANCE_POLICIES,
+    EngineConfig,
+    check_unique,
+    load_file,
+    parse_backend_flag,
+    parse_check,
+    parse_check_flag,
+    parse_listen,
+)
+from proxy_core.errors import ConfigError
+
+
+def add_engine_flags(parser: argparse.ArgumentParser) -> None:
+    """The flags shared by `wsproxy serve` and `wsproxy-tui` (which passes them to its child engine)."""
+    parser.add_argument("-c", "--config", metavar="FILE", help="TOML configuration file")
+    parser.add_argument("--listen", action="append", metavar="HOST:PORT", help="listener (repeatable)")
+    parser.add_argument(
+        "--backend",
+        action="append",
+        metavar="[NAME=]HOST:PORT[,weight=N][,max_conns=N]",
+        help="upstream server (repeatable); replaces the file's servers",
+    )
+    parser.add_argument("--balance", choices=BALANCE_POLICIES, help="balancing policy")
+    parser.add_argument("--check", metavar="tcp|none|http:/PATH|websocket:/PATH", help="health check type")
+    parser.add_argument("--check-interval", type=int, metavar="MS", help="check interval (default 3000)")
+    parser.add_argument("--rise", type=int, metavar="N", help="passes to mark a server up (default 2)")
+    parser.add_argument("--fall", type=int, metavar="N", help="failures to mark a server down (default 5)")
+    parser.add_argument("--check-timeout", type=int, metavar="MS", help="check timeout (default 1000)")
+    parser.add_argument(
+        "--max-fails", type=int, metavar="N", help="connect failures from traffic that mark a server down (0 = off)"
+    )
+    parser.add_argument("--connect-timeout", type=float, metavar="S", help="connect timeout per attempt (default 3)")
+    parser.add_argument(
+        "--idle-timeout", type=float, metavar="S", help="idle timeout of established tunnels (default 0 = off)"
+    )
+    parser.add_argument("--retries", type=int, metavar="N", help="connect attempts on other servers (default 2)")
+    parser.add_argument(
+        "--shutdown-grace", type=float, metavar="S", help="grace for connections on SIGTERM (default 10)"
+    )
+    parser.add_argument("--no-handshake-log", action="store_true", help="do not parse heads (lean mode)")
+    parser.add_argument("--access-log", metavar="PATH|-", help="JSON lines, one per closed connection")
+    parser.add_argument("--control", metavar="PATH", help="control socket path")
+    parser.add_argument("--control-tcp", metavar="HOST:PORT", help="also serve the control API on TCP (token required)")
+    parser.add_argument("--token-file", metavar="PATH", help="bearer token for the TCP control API")
+    parser.add_argument(
+        "--status-listen", metavar="HOST:PORT", help="serve /status and /metrics on TCP, like the seed's port 9000"
+    )
+
+
+def build_config(args: argparse.Namespace) -> EngineConfig:
+    """The file's settings with the flags on top; raises ConfigError naming the bad key or flag."""
+    config = load_file(args.config) if args.config else EngineConfig()
+    changes: dict[str, object] = {}
+    if args.listen:
+        changes["listen"] = tuple(parse_listen("--listen", value) for value in args.listen)
+    if args.backend:
+        servers = tuple(parse_backend_flag(value, i) for i, value in enumerate(args.backend))
+        check_unique(servers)
+        changes["servers"] = servers
+    if args.balance:
+        changes["balance"] = args.balance
+    check = config.check
+    if args.check:
+        check = parse_check_flag(args.check, check)
+    flag_checks = {
+        "interval_ms": ("--check-interval", args.check_interval),
+        "rise": ("--rise", args.rise),
+        "fall": ("--fall", args.fall),
+        "timeout_ms": ("--check-timeout", args.check_timeout),
+        "max_fails": ("--max-fails", args.max_fails),
+    }
+    for key, (flag, value) in flag_checks.items():
+        if value is not None:
+            try:
+                check = parse_check({key: value}, check)
+            except ConfigError as exc:
+                raise ConfigError(flag, value, exc.allowed) from exc
+    changes["check"] = check
+    timeouts = config.timeouts
+    for flag, field, value in (
+        ("--connect-timeout", "connect", args.connect_timeout),
+        ("--idle-timeout", "idle", args.idle_timeout),
+        ("--shutdown-grace", "shutdown_grace", args.shutdown_grace),
+    ):
+        if value is not None:
+            if value < 0:
+                raise ConfigError(flag, value, "a number of seconds >= 0")
+            timeouts = replace(timeouts, **{field: float(value)})
+    changes["timeouts"] = timeouts
+    if args.retries is not None:
+        if not 0 <= args.retries <= 100:
+            raise ConfigError("--retries", args.retries, "an integer in 0..100")
+        changes["retries"] = args.retries
+    if args.no_handshake_log:
+        changes["handshake_log"] = False
+    if args.access_log:
+        changes["access_log"] = args.access_log
+    control = config.control
+    if args.control:
+        control = replace(control, socket=args.control)
+    if args.control_tcp:
+        parse_listen("--control-tcp", args.control_tcp)
+        control = replace(control, tcp=args.control_tcp)
+    if args.token_file:
+        control = replace(control, token_file=args.token_file)
+    if args.status_listen:
+        parse_listen("--status-listen", args.status_listen)
+        control = replace(control, status_listen=args.status_listen)
+    changes["control"] = control
+    result = replace(config, **changes)  # type: ignore[arg-type]
+    if not result.servers:
+        raise ConfigError("server", None, "give at least one server: --backend HOST:PORT or [[server]] in the file")
+    return result
+
+
+def default_control_path() -> str:
+    """`$WSPROXY_CONTROL`, else under `$XDG_RUNTIME_DIR`, else under the working directory."""
+    explicit = os.environ.get("WSPROXY_CONTROL")
+    if explicit:
+        return explicit
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    base = Path(runtime) / "wsproxy" if runtime else Path.cwd() / ".wsproxy"
+    return str(base / "control.sock")
