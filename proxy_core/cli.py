@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from proxy_core import __version__
+from proxy_core.commands import add_commands
 from proxy_core.flags import add_engine_flags
 
 
@@ -15,14 +16,16 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     serve = commands.add_parser("serve", help="run the proxy engine (headless)")
     add_engine_flags(serve)
-    serve.set_defaults(handler=_run_serve)
+    serve.set_defaults(handler=run_serve)  # imported on use: the other subcommands start without the engine
+    add_commands(commands)
     return parser
 
 
-def _run_serve(args: argparse.Namespace) -> int:
-    from proxy_core.serve import run_serve  # the engine loads only when serving
+def run_serve(args: argparse.Namespace) -> int:
+    """`wsproxy serve`: proxy_core.serve.run_serve, imported only when the engine is wanted."""
+    from proxy_core.serve import run_serve as serve
 
-    return run_serve(args)
+    return serve(args)
 
 
 def main(argv: list[str] | None = None) -> int:

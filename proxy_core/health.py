@@ -125,9 +125,7 @@ class HealthMachine:
         if provisional:
             return self._change(False, f"first check failed: {reason}", now)
         if self.fall_count >= self.fall:
-            return self._change(
-                False, f"{_plural(self.fall_count, 'failure', 'failures')}: {reason}", now
-            )
+            return self._change(False, f"{_plural(self.fall_count, 'failure', 'failures')}: {reason}", now)
         return None
 
     def record_passive_failure(self, reason: str, max_fails: int, now: float) -> Transition | None:

@@ -315,6 +315,15 @@ class Registry:
             return []
         return self._health_event(server, old, transition.reason)
 
+    def retry_passive(self, name: str, now: float) -> list[Event]:
+        """With checks off, a server marked down by traffic is tried again after a while (nginx fail_timeout)."""
+        server = self.servers.get(name)
+        if server is None or server.health.up:
+            return []
+        old = server.state
+        server.health.force(True, "retrying after passive failures (checks are off)", now)
+        return self._health_event(server, old, "retrying after passive failures (checks are off)")
+
     def snapshot(self) -> list[dict[str, Any]]:
         total_weight = self.total_weight()
         return [s.to_dict(total_weight) for s in self.servers.values()]

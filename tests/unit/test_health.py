@@ -75,9 +75,7 @@ def test_flapping_never_changes_state(up: bool) -> None:
         ("xoo", "up", [("up", "down", "first check failed: connection refused"), UP_2]),
     ],
 )
-def test_provisional_falls_at_first_failure(
-    script: str, status: str, transitions: list[tuple[str, str, str]]
-) -> None:
+def test_provisional_falls_at_first_failure(script: str, status: str, transitions: list[tuple[str, str, str]]) -> None:
     """HAProxy start: up, but the first failed check marks it down; any first result ends that."""
     m = HealthMachine(2, 5, initially_up=True, provisional=True)
     assert run(m, script) == transitions
@@ -167,9 +165,7 @@ def test_progress_label(up: bool, script: str, label: str) -> None:
 def test_passive_failures(max_fails: int, fails: int, status: str, transition: str | None) -> None:
     """max_fails consecutive connect failures from traffic mark an up server down."""
     m = HealthMachine(2, 5, initially_up=True)
-    reasons = [
-        m.record_passive_failure("connection refused", max_fails, float(i)) for i in range(fails)
-    ]
+    reasons = [m.record_passive_failure("connection refused", max_fails, float(i)) for i in range(fails)]
     assert [t.reason for t in reasons if t] == ([transition] if transition else [])
     assert m.status == status
 

@@ -1,0 +1,495 @@
+"""`wsproxy status|add|drain|...`: steer a running engine through its control API.
+
+Exit codes a script can rely on: 0 done, 1 the engine refused (or a wait timed out), 2 usage error,
+3 the engine could not be reached. Every failure is one line on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TextIO
+
+from proxy_core.client import ControlClient, ControlError, ControlUnavailable
+from proxy_core.config import MAX_WEIGHT, NAME_PATTERN, parse_address
+from proxy_core.errors import ConfigError
+
+JSON = dict[str, Any]
+Action = Callable[[ControlClient, argparse.Namespace], Awaitable[int]]
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
+TOKEN_ENV = "WSPROXY_TOKEN"
+POLL_S = 0.5  # waits re-read the server this often even when no event wakes them (a missed stream is no hang)
+EVENTS_PAGE = 1000  # GET /v1/events page size when printing the buffer
+
+
+class UsageError(Exception):
+    """Bad input caught before the engine is asked (exit 2)."""
+
+
+# -- argument types (usage errors exit 2 through argparse) ------------------------------------------
+
+
+def _name(text: str) -> str:
+    if not NAME_PATTERN.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"invalid server name {text!r}: use 1-64 of A-Z a-z 0-9 _ . -")
+    return text
+
+
+def _address(text: str) -> str:
+    try:
+        parse_address("address", text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(f"invalid address {text!r}: expected HOST:PORT") from exc
+    return text
+
+
+def _int_range(low: int, high: int | None = None) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid integer {text!r}") from None
+        if value < low or (high is not None and value > high):
+            bounds = f"{low}..{high}" if high is not None else f">= {low}"
+            raise argparse.ArgumentTypeError(f"{value} is out of range ({bounds})")
+        return value
+
+    return parse
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid number of seconds {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"invalid number of seconds {text!r}: use a number >= 0")
+    return value
+
+
+# -- parsers ------------------------------------------------------------------------------------------
+
+
+def _common() -> argparse.ArgumentParser:
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument(
+        "--control",
+        metavar="PATH|HOST:PORT",
+        help="the engine's control socket or TCP address (default: $WSPROXY_CONTROL, else the serve default)",
+    )
+    parent.add_argument("--token-file", metavar="PATH", help=f"bearer token for a TCP control API (or ${TOKEN_ENV})")
+    return parent
+
+
+def add_commands(commands: Any) -> None:
+    """Register every subcommand except `serve` on cli.py's subparsers."""
+    common = _common()
+
+    def command(name: str, action: Action, text: str) -> argparse.ArgumentParser:
+        sub: argparse.ArgumentParser = commands.add_parser(name, parents=[common], help=text, description=text)
+        sub.set_defaults(handler=lambda args: run(args, action))
+        return sub
+
+    p = command("status", cmd_status, "show the engine and every server")
+    p.add_argument("--json", action="store_true", help="print GET /v1/status as JSON")
+    p = command("add", cmd_add, "add a server (it takes traffic after its checks pass)")
+    p.add_argument("name", type=_name)
+    p.add_argument("address", type=_address, metavar="HOST:PORT")
+    p.add_argument("--weight", type=_int_range(0, MAX_WEIGHT), default=1)
+    p.add_argument("--max-conns", type=_int_range(1), default=None)
+    p = command("drain", cmd_drain, "stop sending new connections to a server; open ones finish")
+    p.add_argument("name", type=_name)
+    p.add_argument("--deadline", type=_seconds, metavar="S", help="close what is left after S seconds")
+    p.add_argument("--force", action="store_true", help="even if it is the last eligible server")
+    p.add_argument("--wait", action="store_true", help="block until the server has no connections (exit 0)")
+    p.add_argument("--timeout", type=_seconds, metavar="S", help="with --wait: give up after S seconds (exit 1)")
+    p = command("undrain", cmd_undrain, "let a draining server take new connections again")
+    p.add_argument("name", type=_name)
+    p = command("weight", cmd_weight, "set a server's weight (absolute, 0..256)")
+    p.add_argument("name", type=_name)
+    p.add_argument("weight", type=_int_range(0, MAX_WEIGHT))
+    p.add_argument("--force", action="store_true", help="allow weight 0 on the last eligible server")
+    p = command("disable", cmd_disable, "maintenance: no new connections, open ones stay")
+    p.add_argument("name", type=_name)
+    p.add_argument("--force", action="store_true", help="even if it is the last eligible server")
+    p = command("enable", cmd_enable, "take a disabled (or draining) server back")
+    p.add_argument("name", type=_name)
+    p = command("remove", cmd_remove, "remove a server from the pool")
+    p.add_argument("name", type=_name)
+    p.add_argument("--force", action="store_true", help="even with live connections (closed) or as the last one")
+    p = command("events", cmd_events, "print recent events (state, operator, handshake, close)")
+    p.add_argument("--follow", "-f", action="store_true", help="keep printing new events as they happen")
+    p.add_argument("--since", type=_int_range(0), default=0, metavar="SEQ", help="only events after this number")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p = command("wait-up", cmd_wait_up, "wait until a server's health check says up (exit 0)")
+    p.add_argument("name", type=_name)
+    p.add_argument("--timeout", type=_seconds, default=30.0, metavar="S", help="give up after S seconds (default 30)")
+
+
+# -- running ------------------------------------------------------------------------------------------
+
+
+def read_token(token_file: str | None) -> str | None:
+    """The token from --token-file, else $WSPROXY_TOKEN, else None."""
+    if token_file:
+        try:
+            with open(token_file, encoding="utf-8") as handle:
+                return handle.read().strip() or None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(f"--token-file {token_file}: cannot read it ({exc})") from exc
+    return os.environ.get(TOKEN_ENV, "").strip() or None
+
+
+def control_target(value: str | None) -> str:
+    if value:
+        return value
+    from proxy_core.flags import default_control_path
+
+    return default_control_path()
+
+
+def error(message: str) -> None:
+    print(f"wsproxy: error: {message}", file=sys.stderr, flush=True)
+
+
+def run(args: argparse.Namespace, action: Action) -> int:
+    """Run one subcommand against the engine and turn every failure into an exit code and one line."""
+    target = control_target(args.control)
+    try:
+        token = read_token(args.token_file)
+    except UsageError as exc:
+        error(str(exc))
+        return EXIT_USAGE
+
+    async def main() -> int:
+        async with ControlClient(target, token=token) as client:
+            return await action(client, args)
+
+    try:
+        return asyncio.run(main())
+    except UsageError as exc:
+        error(str(exc))
+        return EXIT_USAGE
+    except ControlUnavailable as exc:
+        error(f"cannot reach the engine at {exc}; is `wsproxy serve` running with this --control?")
+        return EXIT_UNREACHABLE
+    except ControlError as exc:
+        error(exc.message)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return 130
+
+
+# -- commands -------------------------------------------------------------------------------------
+
+
+async def cmd_status(client: ControlClient, args: argparse.Namespace) -> int:
+    data = await client.status()
+    if args.json:
+        print(json.dumps(data, indent=2))
+    else:
+        print(format_status(data, time.time()))
+    return EXIT_OK
+
+
+async def cmd_add(client: ControlClient, args: argparse.Namespace) -> int:
+    server = await client.add(args.name, args.address, args.weight, args.max_conns)
+    print(f"added {describe(server)}")
+    return EXIT_OK
+
+
+async def cmd_drain(client: ControlClient, args: argparse.Namespace) -> int:
+    if args.timeout is not None and not args.wait:
+        raise UsageError("drain: --timeout only applies with --wait")
+    since = int((await client.status()).get("totals", {}).get("last_seq", 0)) if args.wait else 0
+    body: JSON = {} if args.deadline is None else {"deadline_s": args.deadline}
+    server = await _forced(client, "POST", f"/v1/servers/{args.name}/drain", body, args.force)
+    print(describe(server))
+    if not args.wait:
+        return EXIT_OK
+    return await wait_drained(client, args.name, since, args.timeout, sys.stdout)
+
+
+async def cmd_undrain(client: ControlClient, args: argparse.Namespace) -> int:
+    print(describe(await client.undrain(args.name)))
+    return EXIT_OK
+
+
+async def cmd_weight(client: ControlClient, args: argparse.Namespace) -> int:
+    body: JSON = {"weight": args.weight}
+    print(describe(await _forced(client, "PUT", f"/v1/servers/{args.name}/weight", body, args.force)))
+    return EXIT_OK
+
+
+async def cmd_disable(client: ControlClient, args: argparse.Namespace) -> int:
+    print(describe(await _forced(client, "POST", f"/v1/servers/{args.name}/disable", None, args.force)))
+    return EXIT_OK
+
+
+async def cmd_enable(client: ControlClient, args: argparse.Namespace) -> int:
+    print(describe(await client.enable(args.name)))
+    return EXIT_OK
+
+
+async def cmd_remove(client: ControlClient, args: argparse.Namespace) -> int:
+    result = await client.remove(args.name, force=args.force)
+    print(f"removed {result.get('removed', args.name)}")
+    return EXIT_OK
+
+
+async def cmd_events(client: ControlClient, args: argparse.Namespace) -> int:
+    show: Callable[[JSON], str] = (lambda e: json.dumps(e)) if args.json else format_event
+    since: int = args.since
+    if args.follow:
+        async for event in client.stream_events(since=since):
+            print(show(event), flush=True)
+        error("the engine closed the event stream")
+        return EXIT_UNREACHABLE
+    while True:
+        page = await client.events(since=since, limit=EVENTS_PAGE)
+        events = page.get("events", [])
+        for event in events:
+            print(show(event))
+        if len(events) < EVENTS_PAGE or int(page.get("next", since)) <= since:
+            return EXIT_OK
+        since = int(page["next"])
+
+
+async def cmd_wait_up(client: ControlClient, args: argparse.Namespace) -> int:
+    since = int((await client.status()).get("totals", {}).get("last_seq", 0))
+    return await wait_up(client, args.name, since, args.timeout, sys.stdout)
+
+
+async def _forced(client: ControlClient, method: str, path: str, body: JSON | None, force: bool) -> JSON:
+    """A mutation with `?force=true`; ControlClient's drain/disable/set_weight do not take `force` yet."""
+    params: dict[str, str | int] | None = {"force": "true"} if force else None
+    result: JSON = await client._request(method, path, body=body, params=params)
+    return result
+
+
+# -- waiting ----------------------------------------------------------------------------------------
+
+
+async def _watch(client: ControlClient, since: int, name: str, wake: asyncio.Event) -> None:
+    """Set `wake` on every event about `name`; the waits poll anyway, so a lost stream only slows them."""
+    try:
+        async for event in client.stream_events(since=since):
+            if event.get("server") == name or event.get("type") == "gap":
+                wake.set()
+    except (ControlUnavailable, ControlError):
+        pass
+
+
+async def _wait_for(
+    client: ControlClient,
+    name: str,
+    since: int,
+    timeout: float | None,
+    done: Callable[[JSON], bool],
+    progress: Callable[[JSON], str],
+    out: TextIO,
+) -> tuple[bool, JSON]:
+    """Re-read the server at each event about it (or every POLL_S) until `done`; print each new progress."""
+    loop = asyncio.get_running_loop()
+    deadline = None if timeout is None else loop.time() + timeout
+    wake = asyncio.Event()
+    watcher = asyncio.create_task(_watch(client, since, name, wake))
+    shown = None
+    try:
+        while True:
+            wake.clear()  # before the read: an event landing after it wakes the next wait
+            server = await client.server(name)
+            if done(server):
+                return True, server
+            line = progress(server)
+            if line != shown:
+                print(line, file=out, flush=True)
+                shown = line
+            left = POLL_S if deadline is None else min(POLL_S, deadline - loop.time())
+            if left <= 0:
+                return False, server
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), left)
+    finally:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+
+
+async def wait_drained(client: ControlClient, name: str, since: int, timeout: float | None, out: TextIO) -> int:
+    """`drain --wait`: exit 0 the moment the server has no connections, 1 at the timeout."""
+    ok, server = await _wait_for(
+        client,
+        name,
+        since,
+        timeout,
+        lambda s: int(s.get("active", 0)) == 0,
+        lambda s: f"{name}: {s.get('active', 0)} connection(s) open",
+        out,
+    )
+    if ok:
+        print(f"{name} drained: safe to restart", file=out, flush=True)
+        return EXIT_OK
+    print(f"timeout: {name} still has {server.get('active', 0)} connection(s)", file=sys.stderr, flush=True)
+    return EXIT_FAILED
+
+
+async def wait_up(client: ControlClient, name: str, since: int, timeout: float | None, out: TextIO) -> int:
+    """`wait-up`: exit 0 once the health check says up, 1 at the timeout."""
+    ok, server = await _wait_for(
+        client,
+        name,
+        since,
+        timeout,
+        lambda s: s.get("health", {}).get("status") == "up",
+        lambda s: f"{name}: {state_label(s)}",
+        out,
+    )
+    if ok:
+        print(f"{name} is up", file=out, flush=True)
+        return EXIT_OK
+    print(f"timeout: {name} is still {state_label(server)}", file=sys.stderr, flush=True)
+    return EXIT_FAILED
+
+
+# -- formatting (pure) ---------------------------------------------------------------------------------
+
+
+def clean(value: object) -> str:
+    """Text a client or backend sent, with control characters escaped so it cannot drive the terminal."""
+    text = "" if value is None else str(value)
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def state_label(server: JSON) -> str:
+    """ "up", "down (going up 1/2)", "draining (deadline in 12 s)"."""
+    state = str(server.get("state", "?"))
+    extra = []
+    if server.get("progress"):
+        extra.append(str(server["progress"]))
+    drain = server.get("drain")
+    if state == "draining" and isinstance(drain, dict) and drain.get("deadline"):
+        extra.append(f"deadline in {max(0.0, float(drain['deadline']) - time.time()):.0f} s")
+    return f"{state} ({', '.join(extra)})" if extra else state
+
+
+def describe(server: JSON) -> str:
+    """One line after a mutation: the server's new state."""
+    return (
+        f"{server.get('name')} {server.get('address')}: {state_label(server)}, weight {server.get('weight')}, "
+        f"{server.get('active', 0)} active"
+    )
+
+
+def _ago(ts: float | None, now: float) -> str:
+    if ts is None:
+        return "never"
+    return f"{_duration(max(0.0, now - ts))} ago"
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.0f}s" if seconds >= 1 else f"{seconds:.1f}s"
+    if seconds < 3600:
+        return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
+    return f"{int(seconds // 3600)}h{int(seconds % 3600 // 60):02d}m"
+
+
+def last_check(server: JSON, now: float) -> str:
+    health = server.get("health") or {}
+    result = health.get("last_result")
+    if result is None:
+        return "never"
+    latency = health.get("last_latency_ms")
+    timing = f" {latency:.1f}ms" if isinstance(latency, int | float) else ""
+    text = f"{result}{timing} {_ago(health.get('last_check'), now)}"
+    if result == "fail" and health.get("last_failure"):
+        text += f": {clean(health['last_failure'])}"
+    return text
+
+
+COLUMNS = ("NAME", "ADDRESS", "STATE", "WEIGHT", "SHARE", "ACTIVE", "TOTAL", "FAILS", "LAST CHECK")
+
+
+def format_status(status: JSON, now: float) -> str:
+    """`wsproxy status`: a header about the engine and a table with one row per server."""
+    engine = status.get("engine", {})
+    totals = status.get("totals", {})
+    check = engine.get("check", {})
+    listeners = ", ".join(str(item.get("address")) for item in status.get("listeners", [])) or "-"
+    lines = [
+        f"wsproxy {engine.get('version')} pid {engine.get('pid')}, up {_duration(float(engine.get('uptime_s', 0)))}"
+        f"{' (stopping)' if engine.get('stopping') else ''}; listening on {listeners}; balance {engine.get('balance')}",
+        f"check {check.get('type')} every {check.get('interval_ms')}ms, rise {check.get('rise')} fall "
+        f"{check.get('fall')}; connections {totals.get('active', 0)} active, {totals.get('total', 0)} total, "
+        f"{totals.get('connect_failures', 0)} connect failures",
+        "",
+    ]
+    rows = [list(COLUMNS)]
+    for server in status.get("servers", []):
+        rows.append(
+            [
+                str(server.get("name")),
+                str(server.get("address")),
+                state_label(server),
+                str(server.get("weight")),
+                f"{float(server.get('share') or 0) * 100:.0f}%",
+                str(server.get("active", 0)),
+                str(server.get("total", 0)),
+                str(server.get("connect_failures", 0)),
+                last_check(server, now),
+            ]
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS) - 1)]
+    for row in rows:
+        lines.append("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + "  " + row[-1])
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def format_event(event: JSON) -> str:
+    """One readable line per event; unknown types are printed as JSON."""
+    ts = event.get("ts")
+    stamp = time.strftime("%H:%M:%S", time.localtime(ts)) + f".{int((ts % 1) * 1000):03d}" if ts else "--:--:--"
+    head = f"{stamp} #{event.get('seq', '?')} {event.get('type')}"
+    kind = event.get("type")
+    if kind == "state":
+        body = f"{event['server']}: {event['old']} -> {event['new']} ({clean(event.get('reason'))})"
+    elif kind == "operator":
+        verdict = "ok" if event.get("ok") else "REFUSED"
+        body = f"{event.get('action')} {event.get('server') or ''} {verdict}: {clean(event.get('detail'))}"
+    elif kind == "handshake":
+        status = event.get("status")
+        body = (
+            f"conn {event.get('conn')} {event.get('client')} -> {event.get('server')} {event.get('kind')} "
+            f"{clean(event.get('method') or '')} {clean(event.get('path') or '')} "
+            f"{status if status is not None else '-'} {clean(event.get('reason') or '')}"
+        )
+        if event.get("latency_ms") is not None:
+            body += f" {event['latency_ms']:.1f}ms"
+        if event.get("error"):
+            body += f" error: {clean(event['error'])}"
+    elif kind == "close":
+        body = (
+            f"conn {event.get('conn')} {event.get('client')} -> {event.get('server')} closed by "
+            f"{event.get('closed_by')} after {event.get('duration_s')}s, {event.get('bytes_in')} B in, "
+            f"{event.get('bytes_out')} B out ({clean(event.get('reason'))})"
+        )
+    elif kind == "connect_failed":
+        body = (
+            f"{event.get('server')}: connect for {event.get('client')} failed (attempt {event.get('attempt')}): "
+            f"{clean(event.get('reason'))}"
+        )
+    elif kind == "gap":
+        body = f"{event.get('missed')} event(s) missed"
+    else:
+        body = json.dumps({k: v for k, v in event.items() if k not in ("seq", "ts", "type")})
+    return f"{head} {' '.join(body.split())}"

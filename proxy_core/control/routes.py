@@ -1,0 +1,188 @@
+"""The v1 JSON routes: parse and validate the request, call one Engine method, answer JSON.
+
+Errors are raised, never answered here: the error middleware in server.py maps every one to its status.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from proxy_core.control.body import (
+    MAX_BODY,
+    Spec,
+    TooLarge,
+    check_query,
+    conn_id,
+    parse_json,
+    query_flag,
+    query_int,
+    server_name,
+    validate,
+)
+from proxy_core.errors import BadRequest
+from proxy_core.events import RING_CAPACITY, Gap
+
+if TYPE_CHECKING:
+    from proxy_core.engine import Engine
+
+ENGINE: web.AppKey[Engine] = web.AppKey("engine")
+EVENTS_LIMIT = 1000  # default page of GET /v1/events; a client pages with `next`
+EVENTS_MAX_LIMIT = RING_CAPACITY
+
+ADD_SPEC = {
+    "name": Spec("string", required=True),
+    "address": Spec("string", required=True),
+    "weight": Spec("integer"),
+    "max_conns": Spec("integer", nullable=True),
+}
+DRAIN_SPEC = {"deadline_s": Spec("number", nullable=True)}
+WEIGHT_SPEC = {"weight": Spec("integer", required=True)}
+NO_FIELDS: dict[str, Spec] = {}
+
+
+def engine_of(request: web.Request) -> Engine:
+    return request.app[ENGINE]
+
+
+async def read_body(request: web.Request, specs: dict[str, Spec]) -> dict[str, Any]:
+    """The validated JSON body; the declared length is checked before a byte is read (413)."""
+    length = request.content_length
+    if length is not None and length > MAX_BODY:
+        raise TooLarge(f"body: {length} bytes is over the {MAX_BODY}-byte limit")
+    raw = await request.read()  # aiohttp stops at client_max_size (HTTPRequestEntityTooLarge -> 413)
+    return validate(parse_json(raw), specs)
+
+
+def answer(data: Any, status: int = 200) -> web.Response:
+    return web.json_response(data, status=status)
+
+
+def _name(request: web.Request) -> str:
+    return server_name(request.match_info["name"])
+
+
+# -- reading ---------------------------------------------------------------------------------------
+
+
+async def get_status(request: web.Request) -> web.Response:
+    check_query(request.query, ())
+    return answer(engine_of(request).status())
+
+
+async def get_server(request: web.Request) -> web.Response:
+    check_query(request.query, ())
+    return answer(engine_of(request).server_detail(_name(request)))
+
+
+def resume_point(engine: Engine, since: int) -> int:
+    """A `since` beyond the last event comes from a reader of an earlier engine: start from the beginning."""
+    return 0 if since > engine.bus.seq else since
+
+
+async def get_events(request: web.Request) -> web.Response:
+    check_query(request.query, ("since", "limit"))
+    engine = engine_of(request)
+    since = resume_point(engine, query_int(request.query, "since", 0) or 0)
+    limit = query_int(request.query, "limit", EVENTS_LIMIT, low=1) or EVENTS_LIMIT
+    if limit > EVENTS_MAX_LIMIT:
+        raise BadRequest(f"query parameter 'limit': expected an integer in 1..{EVENTS_MAX_LIMIT}, got {limit}")
+    events = engine.bus.since(since, limit)
+    missed = events[0].missed if events and isinstance(events[0], Gap) else 0
+    data = [event.to_dict() for event in events]
+    return answer({"events": data, "next": events[-1].seq if events else since, "dropped": missed})
+
+
+async def get_rates(request: web.Request) -> web.Response:
+    check_query(request.query, ())
+    return answer(engine_of(request).rates.to_dict())
+
+
+# -- mutations -------------------------------------------------------------------------------------
+
+
+async def add_server(request: web.Request) -> web.Response:
+    check_query(request.query, ())
+    body = await read_body(request, ADD_SPEC)
+    name = server_name(body["name"])
+    engine = engine_of(request)
+    server = await engine.add_server(name, body["address"], body.get("weight", 1), body.get("max_conns"))
+    return answer(engine.server_dict(server), status=201)
+
+
+async def drain(request: web.Request) -> web.Response:
+    check_query(request.query, ("force",))
+    name = _name(request)
+    body = await read_body(request, DRAIN_SPEC)
+    engine = engine_of(request)
+    server = await engine.drain(name, body.get("deadline_s"), force=query_flag(request.query, "force"))
+    return answer(engine.server_dict(server))
+
+
+async def undrain(request: web.Request) -> web.Response:
+    check_query(request.query, ())
+    name = _name(request)
+    await read_body(request, NO_FIELDS)
+    engine = engine_of(request)
+    return answer(engine.server_dict(await engine.undrain(name)))
+
+
+async def disable(request: web.Request) -> web.Response:
+    check_query(request.query, ("force",))
+    name = _name(request)
+    await read_body(request, NO_FIELDS)
+    engine = engine_of(request)
+    server = await engine.disable(name, force=query_flag(request.query, "force"))
+    return answer(engine.server_dict(server))
+
+
+async def enable(request: web.Request) -> web.Response:
+    check_query(request.query, ())
+    name = _name(request)
+    await read_body(request, NO_FIELDS)
+    engine = engine_of(request)
+    return answer(engine.server_dict(await engine.enable(name)))
+
+
+async def set_weight(request: web.Request) -> web.Response:
+    check_query(request.query, ("force",))
+    name = _name(request)
+    body = await read_body(request, WEIGHT_SPEC)
+    engine = engine_of(request)
+    server = await engine.set_weight(name, body["weight"], force=query_flag(request.query, "force"))
+    return answer(engine.server_dict(server))
+
+
+async def remove(request: web.Request) -> web.Response:
+    check_query(request.query, ("force",))
+    name = _name(request)
+    await read_body(request, NO_FIELDS)
+    server = await engine_of(request).remove(name, force=query_flag(request.query, "force"))
+    return answer({"removed": server.name})
+
+
+async def close_connection(request: web.Request) -> web.Response:
+    check_query(request.query, ())
+    conn = conn_id(request.match_info["id"])
+    await read_body(request, NO_FIELDS)
+    return answer({"closed": await engine_of(request).close_connection(conn)})
+
+
+def add_routes(app: web.Application) -> None:
+    """Register the v1 API; a path with the wrong method answers 405 through the router."""
+    from proxy_core.control.stream import stream_events
+
+    app.router.add_get("/v1/status", get_status)
+    app.router.add_get("/v1/servers/{name}", get_server)
+    app.router.add_get("/v1/events", get_events)
+    app.router.add_get("/v1/events/stream", stream_events)
+    app.router.add_get("/v1/rates", get_rates)
+    app.router.add_post("/v1/servers", add_server)
+    app.router.add_post("/v1/servers/{name}/drain", drain)
+    app.router.add_post("/v1/servers/{name}/undrain", undrain)
+    app.router.add_post("/v1/servers/{name}/disable", disable)
+    app.router.add_post("/v1/servers/{name}/enable", enable)
+    app.router.add_put("/v1/servers/{name}/weight", set_weight)
+    app.router.add_delete("/v1/servers/{name}", remove)
+    app.router.add_delete("/v1/connections/{id}", close_connection)

@@ -1,0 +1,325 @@
+"""The engine: owns listeners, the registry, health checks, events and every task; stops gracefully."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from typing import IO, Any, TypeVar, cast
+
+from proxy_core import __version__
+from proxy_core.balancer import BalancePolicy, make_balancer
+from proxy_core.checker import CheckRunner
+from proxy_core.config import EngineConfig, ServerConfig, format_address, parse_address
+from proxy_core.errors import BadRequest, ConfigError, NotFound, WsproxyError
+from proxy_core.events import EventBus, OperatorAction
+from proxy_core.health import CheckResult
+from proxy_core.rates import RateHistory
+from proxy_core.registry import Registry, Server
+from proxy_core.relay import ClientSide
+from proxy_core.switchboard import Switchboard
+
+T = TypeVar("T")
+RESOLVE_TIMEOUT = 2.0  # an `add` whose host does not resolve in this time is refused
+BACKLOG = 1024
+
+
+class Engine:
+    """A running proxy: start(), then wait(); every operator action goes through the methods below."""
+
+    def __init__(self, config: EngineConfig, control_path: str | None = None) -> None:
+        self.config = config
+        self.control_path = control_path
+        self.bus = EventBus()
+        self.registry = Registry(config.check)
+        self.rates = RateHistory()
+        self.started = time.time()
+        self.listeners: list[asyncio.Server] = []
+        self.listen_addresses: list[str] = []
+        self.stopping = False
+        self._stopped = asyncio.Event()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._access_log: IO[str] | None = None
+        self.board: Switchboard
+        self.checker: CheckRunner
+        self.control: Any = None  # the control API runner, started by proxy_core.control
+
+    # -- start and stop ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Bind listeners and start checks; raises ConfigError naming a listener that cannot bind."""
+        now = time.time()
+        for server_config in self.config.servers:
+            self.bus.publish_all(self.registry.add(server_config, now, at_start=True)[1])
+        if self.config.access_log == "-":
+            self._access_log = sys.stdout
+        elif self.config.access_log:
+            self._access_log = open(self.config.access_log, "a", buffering=1, encoding="utf-8")  # noqa: SIM115
+        self.board = Switchboard(
+            self.config,
+            self.registry,
+            self.bus,
+            make_balancer(cast(BalancePolicy, self.config.balance)),
+            self._access_log,
+        )
+        self.checker = CheckRunner(self.config.check, self._check_result)
+        for server in self.registry:
+            self.checker.add(server.name, server.host, server.port)
+        loop = asyncio.get_running_loop()
+        for host, port in self.config.listen:
+            listener = format_address(host, port)
+            try:
+                bound_server = await loop.create_server(
+                    lambda listener=listener: ClientSide(self.board, listener),  # type: ignore[misc]
+                    host,
+                    port,
+                    reuse_address=True,
+                    backlog=BACKLOG,
+                )
+            except OSError as exc:
+                raise ConfigError("listen", listener, f"an address this host can bind ({exc.strerror})") from exc
+            bound = bound_server.sockets[0].getsockname()
+            address = format_address(bound[0], bound[1])
+            self.listeners.append(bound_server)
+            self.listen_addresses.append(address)
+            self.board.listener_counts[listener] = [0, 0]
+        self._spawn(self._sample_rates())
+        self._spawn(self._watch_drains())
+        if self.config.timeouts.idle > 0:
+            self._spawn(self._watch_idle(self.config.timeouts.idle))
+
+    def _spawn(self, coro: Awaitable[Any]) -> None:
+        task: asyncio.Task[Any] = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def wait(self) -> None:
+        await self._stopped.wait()
+
+    def request_stop(self) -> None:
+        """First SIGTERM/SIGINT: graceful stop. A second one: close everything at once."""
+        if self.stopping:
+            for client in list(self.board.connections.values()):
+                client.finish("proxy", "shutdown (second signal)", reset=True)
+            self._stopped.set()
+            return
+        self.stopping = True
+        self._spawn(self.shutdown(self.config.timeouts.shutdown_grace))
+
+    async def shutdown(self, grace: float) -> None:
+        """Stop accepting at once, let connections finish for `grace` s, then close the rest spread out."""
+        self.stopping = True
+        for listener in self.listeners:
+            listener.close()
+        if self.board.connections and grace > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.board.empty.wait(), grace)
+        remaining = list(self.board.connections.values())
+        if remaining:
+            spread = min(self.config.timeouts.drain_spread, 2.0)
+            self.board.close_many(remaining, "shutdown", spread)
+            try:
+                await asyncio.wait_for(self.board.empty.wait(), spread + 1.0)
+            except TimeoutError:
+                for client in list(self.board.connections.values()):
+                    client.finish("proxy", "shutdown", reset=True)
+        await self.checker.close()
+        for task in list(self._tasks):
+            if task is not asyncio.current_task():
+                task.cancel()
+        if self.control is not None:
+            await self.control.cleanup()
+        if self._access_log is not None and self._access_log is not sys.stdout:
+            self._access_log.close()
+        self._stopped.set()
+
+    # -- background work ----------------------------------------------------------------------------
+
+    def _check_result(self, name: str, result: CheckResult) -> None:
+        self.bus.publish_all(self.registry.record_check(name, result, time.time()))
+
+    async def _sample_rates(self) -> None:
+        while True:
+            now = time.time()
+            per_server: dict[str, tuple[int, int, int, int]] = {}
+            for server in self.registry:
+                bytes_in, bytes_out = server.bytes_totals()
+                per_server[server.name] = (server.active, server.total, server.handshakes, bytes_in + bytes_out)
+            totals = self.board.totals
+            bytes_in, bytes_out = self.board.bytes_totals()
+            self.rates.sample(now, (totals.active, totals.total, totals.handshakes, bytes_in + bytes_out), per_server)
+            await asyncio.sleep(self.rates.interval_s - (time.time() - now) % self.rates.interval_s)
+
+    async def _watch_idle(self, idle: float) -> None:
+        step = min(idle / 4, 1.0)
+        while True:
+            await asyncio.sleep(step)
+            self.board.sweep_idle(time.monotonic(), idle)
+
+    async def _watch_drains(self) -> None:
+        """At a drain deadline, close what is left spread over a window so clients reconnect gradually."""
+        while True:
+            await asyncio.sleep(0.1)
+            now = time.time()
+            for server in self.registry:
+                deadline = server.drain_deadline
+                if server.admin == "draining" and deadline is not None and now >= deadline:
+                    server.drain_deadline = None
+                    clients = list(server.conns)
+                    self.board.close_many(clients, "drain deadline", self.config.timeouts.drain_spread)
+                    self.bus.publish(
+                        OperatorAction(
+                            action="drain-deadline",
+                            server=server.name,
+                            ok=True,
+                            detail=f"deadline reached: closing {len(clients)} connection(s) over "
+                            f"{self.config.timeouts.drain_spread:g} s",
+                        )
+                    )
+
+    # -- operations (the control API calls these) -----------------------------------------------------
+
+    async def _operate(self, action: str, name: str | None, fn: Callable[[], Awaitable[T]], detail: str) -> T:
+        """Run one operation; its result, good or bad, becomes an operator event (the audit trail)."""
+        try:
+            result = await fn()
+        except WsproxyError as exc:
+            self.bus.publish(OperatorAction(action=action, server=name, ok=False, detail=exc.message))
+            raise
+        self.bus.publish(OperatorAction(action=action, server=name, ok=True, detail=detail))
+        return result
+
+    async def add_server(self, name: str, address: str, weight: int = 1, max_conns: int | None = None) -> Server:
+        async def run() -> Server:
+            try:
+                host, port = parse_address("address", address)
+            except ConfigError as exc:
+                raise BadRequest(f"invalid address {address!r}: expected HOST:PORT with a port in 1..65535") from exc
+            if max_conns is not None and max_conns < 1:
+                raise BadRequest(f"invalid max_conns {max_conns}: use an integer >= 1")
+            await self._resolve(host)
+            server, events = self.registry.add(ServerConfig(name, host, port, weight, max_conns), time.time())
+            self.bus.publish_all(events)
+            self.checker.add(server.name, server.host, server.port)
+            return server
+
+        return await self._operate("add", name, run, f"added {name} at {address} weight {weight}")
+
+    async def _resolve(self, host: str) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(RESOLVE_TIMEOUT):
+                await loop.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+        except (OSError, TimeoutError) as exc:
+            raise BadRequest(f"host {host!r} does not resolve") from exc
+
+    async def drain(self, name: str, deadline_s: float | None = None, force: bool = False) -> Server:
+        async def run() -> Server:
+            server, events = self.registry.drain(name, deadline_s, time.time(), force=force)
+            self.bus.publish_all(events)
+            return server
+
+        when = "" if deadline_s is None else f", deadline {deadline_s:g} s"
+        return await self._operate("drain", name, run, f"draining {name}{when}")
+
+    async def undrain(self, name: str) -> Server:
+        return await self._simple("undrain", name, lambda: self.registry.undrain(name), f"{name} takes new connections")
+
+    async def disable(self, name: str, force: bool = False) -> Server:
+        return await self._simple(
+            "disable", name, lambda: self.registry.disable(name, force=force), f"{name} disabled (maintenance)"
+        )
+
+    async def enable(self, name: str) -> Server:
+        return await self._simple("enable", name, lambda: self.registry.enable(name), f"{name} enabled")
+
+    async def set_weight(self, name: str, weight: int, force: bool = False) -> Server:
+        return await self._simple(
+            "weight", name, lambda: self.registry.set_weight(name, weight, force=force), f"{name} weight {weight}"
+        )
+
+    async def _simple(self, action: str, name: str, op: Callable[[], tuple[Server, list[Any]]], detail: str) -> Server:
+        async def run() -> Server:
+            server, events = op()
+            self.bus.publish_all(events)
+            return server
+
+        return await self._operate(action, name, run, detail)
+
+    async def remove(self, name: str, force: bool = False) -> Server:
+        async def run() -> Server:
+            server, events = self.registry.remove(name, force=force)
+            self.checker.remove(name)
+            self.bus.publish_all(events)
+            for client in list(server.conns):
+                client.finish("proxy", "server removed (forced)")
+            return server
+
+        return await self._operate("remove", name, run, f"removed {name}" + (" (forced)" if force else ""))
+
+    async def close_connection(self, conn_id: int) -> int:
+        async def run() -> int:
+            if not self.board.close_connection(conn_id, "closed by operator"):
+                raise NotFound(f"no open connection with id {conn_id}")
+            return conn_id
+
+        return await self._operate("close", None, run, f"closed connection {conn_id}")
+
+    # -- reading --------------------------------------------------------------------------------
+
+    def server_dict(self, server: Server) -> dict[str, Any]:
+        return server.to_dict(self.registry.total_weight())
+
+    def server_detail(self, name: str) -> dict[str, Any]:
+        server = self.registry.get(name)
+        now = time.time()
+        data = self.server_dict(server)
+        data["history"] = [
+            {"ts": t.ts, "from": t.from_state, "to": t.to_state, "reason": t.reason} for t in server.health.history
+        ]
+        data["connections"] = [c.describe(now) for c in sorted(server.conns, key=lambda c: c.conn_id)]
+        return data
+
+    def status(self) -> dict[str, Any]:
+        now = time.time()
+        totals = self.board.totals
+        bytes_in, bytes_out = self.board.bytes_totals()
+        check = self.config.check
+        return {
+            "engine": {
+                "version": __version__,
+                "pid": os.getpid(),
+                "started": self.started,
+                "uptime_s": round(now - self.started, 3),
+                "control": self.control_path,
+                "balance": self.config.balance,
+                "stopping": self.stopping,
+                "check": {
+                    "type": check.type,
+                    "path": check.path,
+                    "interval_ms": check.interval_ms,
+                    "rise": check.rise,
+                    "fall": check.fall,
+                    "timeout_ms": check.timeout_ms,
+                },
+            },
+            "listeners": [
+                {"address": address, "active": counts[0], "total": counts[1]}
+                for address, counts in zip(self.listen_addresses, self.board.listener_counts.values(), strict=False)
+            ],
+            "totals": {
+                "active": totals.active,
+                "total": totals.total,
+                "connect_failures": totals.connect_failures,
+                "bytes_in": bytes_in,
+                "bytes_out": bytes_out,
+                "handshakes": totals.handshakes,
+                "dropped_events": self.bus.dropped,
+                "last_seq": self.bus.seq,
+            },
+            "servers": self.registry.snapshot(),
+        }

@@ -1,0 +1,72 @@
+"""`wsproxy serve`: settings from flags and file, then run the engine until a signal stops it."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import sys
+
+from proxy_core import __version__
+from proxy_core.config import EngineConfig
+from proxy_core.engine import Engine
+from proxy_core.errors import ConfigError
+from proxy_core.flags import build_config, default_control_path
+from proxy_core.loop import loop_name, run
+
+
+async def serve(config: EngineConfig) -> int:
+    control_path = config.control.socket or default_control_path()
+    engine = Engine(config, control_path)
+    await engine.start()
+    from proxy_core.control.server import start_control
+
+    await start_control(engine)
+    loop = asyncio.get_running_loop()
+
+    def on_signal(sig: signal.Signals) -> None:
+        if engine.stopping:
+            print(f"wsproxy: {sig.name} again: closing every connection now", flush=True)
+        else:
+            grace = config.timeouts.shutdown_grace
+            print(f"wsproxy stopping on {sig.name}: no new connections; {grace:g} s grace for live ones", flush=True)
+        engine.request_stop()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal, sig)
+    servers = ", ".join(f"{s.name}={s.address}" for s in engine.registry)
+    print(
+        f"wsproxy {__version__} ({loop_name()}) pid {os.getpid()} listening on "
+        f"{', '.join(engine.listen_addresses)}; control on {control_path}; servers {servers}",
+        flush=True,
+    )
+    await engine.wait()
+    print("wsproxy stopped", flush=True)
+    return 0
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    try:
+        config = build_config(args)
+    except ConfigError as exc:
+        print(f"wsproxy: error: {exc.message}", file=sys.stderr)
+        return 2
+    raise_fd_limit()
+    try:
+        return run(lambda: serve(config))
+    except ConfigError as exc:
+        print(f"wsproxy: error: {exc.message}", file=sys.stderr)
+        return 2
+
+
+def raise_fd_limit() -> None:
+    """Raise the soft descriptor limit to the hard one: two descriptors per proxied connection."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft < hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ImportError, ValueError, OSError):
+        pass

@@ -1,0 +1,347 @@
+"""Per-connection work around the relay: pick a server, connect with retries, log the handshake, account the close."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Sequence
+from typing import IO, Any
+
+from proxy_core.balancer import Balancer
+from proxy_core.config import EngineConfig
+from proxy_core.events import ConnectFailed, ConnectionClosed, EventBus, Handshake, OperatorAction
+from proxy_core.registry import LiveConnection, Registry, Server
+from proxy_core.relay import BackendSide, ClientSide, set_nodelay
+from proxy_core.sniffer import RequestSniffer, ResponseSniffer
+
+# With checks off, a server marked down by traffic is tried again after this long (nginx's fail_timeout).
+PASSIVE_RETRY_S = 10.0
+
+
+class Totals:
+    """Engine-wide counters that outlive connections and servers."""
+
+    __slots__ = ("active", "closed_bytes_in", "closed_bytes_out", "connect_failures", "handshakes", "total")
+
+    def __init__(self) -> None:
+        self.active = 0
+        self.total = 0
+        self.connect_failures = 0
+        self.closed_bytes_in = 0
+        self.closed_bytes_out = 0
+        self.handshakes = 0
+
+
+class Switchboard:
+    """Owns every open connection; the relay protocols report their life events here."""
+
+    def __init__(
+        self,
+        config: EngineConfig,
+        registry: Registry,
+        bus: EventBus,
+        balancer: Balancer,
+        access_log: IO[str] | None = None,
+    ) -> None:
+        self.config = config
+        self.registry = registry
+        self.bus = bus
+        self.balancer = balancer
+        self.access_log = access_log
+        self.connections: dict[int, ClientSide] = {}
+        self.totals = Totals()
+        self.listener_counts: dict[str, list[int]] = {}
+        self.next_id = 0
+        self.log_handshakes = config.handshake_log
+        self.empty = asyncio.Event()
+        self.empty.set()
+        self._loop = asyncio.get_running_loop()
+
+    # -- life of a connection -----------------------------------------------------------------
+
+    def accepted(self, client: ClientSide) -> None:
+        self.next_id += 1
+        client.conn_id = self.next_id
+        self.connections[client.conn_id] = client
+        self.empty.clear()
+        totals = self.totals
+        totals.active += 1
+        totals.total += 1
+        counts = self.listener_counts.get(client.listener)
+        if counts is not None:
+            counts[0] += 1
+            counts[1] += 1
+        if not self.config.tcp_nodelay and client.transport is not None:
+            set_nodelay(client.transport, False)
+        if self.log_handshakes:
+            client.request = RequestSniffer()
+            head_timeout = self.config.timeouts.head
+            if head_timeout > 0:
+                client.timer = self._loop.call_later(head_timeout, self._head_timeout, client)
+        client.connect_task = self._loop.create_task(self._connect(client))
+
+    def _head_timeout(self, client: ClientSide) -> None:
+        client.timer = None
+        if client.request is not None and not client.closed:
+            client.head_error = f"request head not complete within {self.config.timeouts.head:g} s"
+            client.finish("proxy", "head timeout")
+
+    def pick(self, client_ip: str, tried: list[str]) -> Server | None:
+        eligible = self.registry.eligible
+        if self.registry.has_max_conns:
+            eligible = tuple(s for s in eligible if s.max_conns is None or s.active < s.max_conns)
+        return self.balancer.pick(eligible, client_ip, tried)
+
+    async def _connect(self, client: ClientSide) -> None:
+        """Try servers until one accepts (bounded retries); only then close the client."""
+        client_ip = client.client.rpartition(":")[0]
+        tried: list[str] = []
+        last_reason = "no eligible server"
+        timeout = self.config.timeouts.connect or None
+        for attempt in range(1, self.config.retries + 2):
+            server = self.pick(client_ip, tried)
+            if server is None:
+                break
+            tried.append(server.name)
+            server.active += 1  # reserved now so least_conn and max_conns see it
+            try:
+                async with asyncio.timeout(timeout):
+                    transport, backend = await self._loop.create_connection(
+                        lambda: BackendSide(client), server.host, server.port
+                    )
+            except asyncio.CancelledError:
+                server.active -= 1
+                raise
+            except (OSError, TimeoutError) as exc:
+                server.active -= 1
+                last_reason = connect_error_text(exc, timeout)
+                self._connect_failed(server, client, last_reason, attempt)
+                if client.closed:
+                    return
+                continue
+            if client.closed:
+                server.active -= 1
+                transport.abort()
+                return
+            if not self.config.tcp_nodelay:
+                set_nodelay(transport, False)
+            self._attach(client, server, backend)
+            return
+        detail = last_reason if not tried else f"{len(tried)} attempt(s) failed, last: {last_reason}"
+        client.head_error = client.head_error or f"no server: {detail}"
+        client.finish("proxy", f"no server available ({detail})")
+
+    def _connect_failed(self, server: Server, client: ClientSide, reason: str, attempt: int) -> None:
+        self.totals.connect_failures += 1
+        self.bus.publish(ConnectFailed(server=server.name, client=client.client, reason=reason, attempt=attempt))
+        events = self.registry.record_connect_failure(server, reason, time.time())
+        self.bus.publish_all(events)
+        if events and self.registry.check.type == "none":
+            self._loop.call_later(PASSIVE_RETRY_S, self._retry_passive, server.name)
+
+    def _retry_passive(self, name: str) -> None:
+        self.bus.publish_all(self.registry.retry_passive(name, time.time()))
+
+    def _attach(self, client: ClientSide, server: Server, backend: BackendSide) -> None:
+        server.total += 1
+        server.conns.add(client)
+        server.health.record_passive_success()
+        client.server = server
+        if self.log_handshakes and client.head is not None:
+            client.response = ResponseSniffer()
+        client.attach(backend)
+        if self.log_handshakes and client.request is None and client.head is None:
+            self._log_handshake(client)  # raw or malformed: nothing more to wait for
+
+    def request_sniffed(self, client: ClientSide, request: RequestSniffer) -> None:
+        """The client's head is parsed (or known to be raw or bad): the head deadline is over."""
+        if client.timer is not None:
+            client.timer.cancel()
+            client.timer = None
+        if request.state == "done" and request.head is not None:
+            client.head = request.head
+            client.kind = request.head.kind
+            client.path = request.head.path
+            if client.server is not None:
+                client.response = ResponseSniffer()
+        elif request.state == "raw":
+            client.kind = "raw"
+            if client.server is not None:
+                self._log_handshake(client)
+        else:
+            client.kind = "raw"
+            client.head_error = request.error or "malformed request head"
+            if client.server is not None:
+                self._log_handshake(client)
+
+    def response_data(self, client: ClientSide, data: bytes) -> None:
+        response = client.response
+        assert response is not None
+        if not response.feed(data):
+            return
+        client.response = None
+        if client.first_byte_at:
+            client.latency_ms = round((time.perf_counter() - client.first_byte_at) * 1000, 3)
+        if response.head is not None:
+            client.reply = response.head
+        else:
+            client.head_error = response.error or "malformed response head"
+        self._log_handshake(client)
+
+    def half_closed(self, client: ClientSide) -> None:
+        timeout = self.config.timeouts.half_close
+        if timeout > 0 and client.timer is None and not client.closed:
+            client.timer = self._loop.call_later(timeout, self._half_close_timeout, client)
+
+    def _half_close_timeout(self, client: ClientSide) -> None:
+        client.timer = None
+        client.finish("proxy", f"half-close timeout after {self.config.timeouts.half_close:g} s")
+
+    def closed(self, client: ClientSide) -> None:
+        """Account a finished pair once: counters, drain progress, the handshake and close records."""
+        self.connections.pop(client.conn_id, None)
+        totals = self.totals
+        totals.active -= 1
+        totals.closed_bytes_in += client.bytes_in
+        totals.closed_bytes_out += client.bytes_out
+        counts = self.listener_counts.get(client.listener)
+        if counts is not None:
+            counts[0] -= 1
+        server = client.server
+        if server is not None:
+            server.active -= 1
+            server.conns.discard(client)
+            server.closed_bytes_in += client.bytes_in
+            server.closed_bytes_out += client.bytes_out
+            if server.admin == "draining" and server.active == 0 and not server.removed:
+                self.bus.publish(
+                    OperatorAction(
+                        action="drained",
+                        server=server.name,
+                        ok=True,
+                        detail=f"{server.name} has no connections left: safe to restart",
+                    )
+                )
+        if self.log_handshakes:
+            if not client.logged and (client.bytes_in or client.head_error or client.head):
+                self._log_handshake(client)
+            self._log_close(client)
+        if not self.connections:
+            self.empty.set()
+
+    # -- records --------------------------------------------------------------------------------
+
+    def _log_handshake(self, client: ClientSide) -> None:
+        if client.logged:
+            return
+        client.logged = True
+        self.totals.handshakes += 1
+        server = client.server
+        if server is not None:
+            server.handshakes += 1
+        head, reply = client.head, client.reply
+        error = client.head_error
+        if error is None and head is not None and reply is None and client.closed:
+            error = "closed before the backend answered"
+        event = Handshake(
+            conn=client.conn_id,
+            client=client.client,
+            listener=client.listener,
+            server=server.name if server else "-",
+            kind=client.kind,
+            error=error,
+            latency_ms=client.latency_ms,
+        )
+        if head is not None:
+            event.method = head.method
+            event.path = head.path
+            event.host = head.host
+            event.origin = head.origin
+            event.user_agent = head.user_agent
+            event.ws_version = head.ws_version
+            event.ws_protocol = head.ws_protocol
+            event.ws_extensions = head.ws_extensions
+        if reply is not None:
+            event.status = reply.status
+            event.reason = reply.reason
+            event.subprotocol = reply.subprotocol
+        self.bus.publish(event)
+
+    def _log_close(self, client: ClientSide) -> None:
+        event = ConnectionClosed(
+            conn=client.conn_id,
+            client=client.client,
+            server=client.server.name if client.server else None,
+            kind=client.kind,
+            duration_s=round(time.time() - client.started, 3),
+            bytes_in=client.bytes_in,
+            bytes_out=client.bytes_out,
+            closed_by=client.closed_by,
+            reason=client.close_reason,
+        )
+        self.bus.publish(event)
+        if self.access_log is not None:
+            self.access_log.write(json.dumps(access_record(client, event)) + "\n")
+
+    # -- operator actions on connections ---------------------------------------------------------
+
+    def close_connection(self, conn_id: int, reason: str) -> bool:
+        client = self.connections.get(conn_id)
+        if client is None:
+            return False
+        client.finish("proxy", reason)
+        return True
+
+    def close_many(self, clients: Sequence[LiveConnection], reason: str, spread: float) -> None:
+        """Close connections spread evenly over `spread` seconds, so clients do not reconnect all at once."""
+        if not clients:
+            return
+        step = spread / len(clients) if spread > 0 else 0.0
+        for i, client in enumerate(clients):
+            if step:
+                self._loop.call_later(i * step, client.finish, "proxy", reason)
+            else:
+                client.finish("proxy", reason)
+
+    def sweep_idle(self, now: float, idle: float) -> None:
+        """Close tunnels with no bytes either way for `idle` s; compares counters, so no per-chunk clock reads."""
+        for client in list(self.connections.values()):
+            moved = client.bytes_in + client.bytes_out
+            if moved != client.idle_mark:
+                client.idle_mark = moved
+                client.idle_since = now
+            elif now - client.idle_since >= idle:
+                client.finish("proxy", f"idle timeout after {idle:g} s")
+
+    def bytes_totals(self) -> tuple[int, int]:
+        bytes_in, bytes_out = self.totals.closed_bytes_in, self.totals.closed_bytes_out
+        for client in self.connections.values():
+            bytes_in += client.bytes_in
+            bytes_out += client.bytes_out
+        return bytes_in, bytes_out
+
+
+def connect_error_text(exc: BaseException, timeout: float | None) -> str:
+    """A short reason an operator recognises: "connection refused", "timeout after 1000 ms"."""
+    if (isinstance(exc, TimeoutError) and not isinstance(exc, OSError)) or type(exc) is TimeoutError:
+        return f"timeout after {int((timeout or 0) * 1000)} ms"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror.lower()
+    return str(exc) or type(exc).__name__
+
+
+def access_record(client: ClientSide, event: ConnectionClosed) -> dict[str, Any]:
+    """One JSON line per closed connection, like HAProxy's tcplog."""
+    record = event.to_dict()
+    record["listener"] = client.listener
+    if client.head is not None:
+        record["method"] = client.head.method
+        record["path"] = client.head.path
+        record["host"] = client.head.host
+    if client.reply is not None:
+        record["status"] = client.reply.status
+    record["latency_ms"] = client.latency_ms
+    return record

@@ -1,0 +1,84 @@
+"""Raw TCP peers for data-path tests: an echo server, a tagging server, a half-close peer and a pusher."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import Awaitable, Callable
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+class TcpServer:
+    """A loopback asyncio server whose handler decides the behaviour; counts accepted connections."""
+
+    def __init__(self, handler: Handler, name: str = "t") -> None:
+        self.handler = handler
+        self.name = name
+        self.server: asyncio.Server | None = None
+        self.port = 0
+        self.accepted = 0
+        self.open = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def flag(self) -> str:
+        return f"{self.name}=127.0.0.1:{self.port}"
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.accepted += 1
+        self.open += 1
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        try:
+            await self.handler(reader, writer)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            self.open -= 1
+            self._tasks.discard(task)
+            writer.close()
+
+    async def start(self) -> TcpServer:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            for task in list(self._tasks):
+                task.cancel()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.server.wait_closed(), 5)
+            self.server = None
+
+
+async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Echo every byte; on EOF, echo what is left and close."""
+    while data := await reader.read(65536):
+        writer.write(data)
+        await writer.drain()
+
+
+def tagging(tag: bytes) -> Handler:
+    """Send `tag` first, then echo: tells a test which backend a connection reached."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(tag)
+        await echo(reader, writer)
+
+    return handler
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (bound then closed)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def read_exactly(reader: asyncio.StreamReader, n: int, timeout: float = 5.0) -> bytes:
+    return await asyncio.wait_for(reader.readexactly(n), timeout)

@@ -1,0 +1,424 @@
+"""Handshake sniffer: chunking never changes the record, raw and malformed input are told apart, secrets stay out."""
+
+from __future__ import annotations
+
+import pytest
+
+from proxy_core.sniffer import (
+    HEAD_LIMIT,
+    MAX_VALUE_CHARS,
+    RequestHead,
+    RequestSniffer,
+    ResponseHead,
+    ResponseSniffer,
+)
+
+KEY = "dGhlIHNhbXBsZSBub25jZQ=="
+COOKIE = "session=c00kie-SECRET-value"
+UPGRADE = (
+    b"GET /chat?room=1 HTTP/1.1\r\n"
+    b"Host: example.com:8080\r\n"
+    b"User-Agent: Mozilla/5.0 (X11; Linux x86_64) Chrome/120\r\n"
+    b"Upgrade: websocket\r\n"
+    b"Connection: Upgrade\r\n"
+    b"Sec-WebSocket-Key: " + KEY.encode() + b"\r\n"
+    b"Origin: http://example.com\r\n"
+    b"Sec-WebSocket-Version: 13\r\n"
+    b"Sec-WebSocket-Protocol: chat, superchat\r\n"
+    b"Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"
+    b"Cookie: " + COOKIE.encode() + b"\r\n"
+    b"\r\n"
+)
+UPGRADE_HEAD = RequestHead(
+    kind="websocket",
+    method="GET",
+    path="/chat?room=1",
+    host="example.com:8080",
+    origin="http://example.com",
+    user_agent="Mozilla/5.0 (X11; Linux x86_64) Chrome/120",
+    ws_version="13",
+    ws_protocol="chat, superchat",
+    ws_extensions="permessage-deflate; client_max_window_bits",
+    has_ws_key=True,
+)
+SWITCHING = (
+    b"HTTP/1.1 101 Switching Protocols\r\n"
+    b"Upgrade: websocket\r\n"
+    b"Connection: Upgrade\r\n"
+    b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"
+    b"Sec-WebSocket-Protocol: chat\r\n"
+    b"\r\n"
+)
+SWITCHING_HEAD = ResponseHead(status=101, reason="Switching Protocols", subprotocol="chat")
+# A masked text frame "Hello" pipelined right after the head.
+FRAME = b"\x81\x85\x37\xfa\x21\x3d\x7f\x9f\x4d\x51\x58"
+TLS_HELLO = bytes.fromhex("16030100f5010000f10303") + bytes(range(32))
+
+Sniffer = RequestSniffer | ResponseSniffer
+
+
+def feed_chunks(sniffer: Sniffer, chunks: list[bytes]) -> list[bool]:
+    """Feed chunks in order and return what each feed() answered."""
+    return [sniffer.feed(chunk) for chunk in chunks]
+
+
+def one_byte_at_a_time(data: bytes) -> list[bytes]:
+    return [data[i : i + 1] for i in range(len(data))]
+
+
+def padded_request(size: int) -> bytes:
+    """A valid GET head of exactly `size` bytes, padded with header lines of at most 4 KiB."""
+    head = b"GET /pad HTTP/1.1\r\nHost: a\r\n"
+    fixed = len(head) + 2
+    lines = []
+    remaining = size - fixed
+    while remaining > 0:
+        take = min(remaining, 4000)
+        assert take >= 8, "size leaves a pad line too short to build"
+        lines.append(b"X-Pad: " + b"p" * (take - 9) + b"\r\n")
+        remaining -= take
+    data = head + b"".join(lines) + b"\r\n"
+    assert len(data) == size
+    return data
+
+
+# -- requests ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "chunks",
+    [
+        pytest.param([UPGRADE], id="whole"),
+        pytest.param(one_byte_at_a_time(UPGRADE), id="byte-at-a-time"),
+        pytest.param([UPGRADE + FRAME], id="trailing-frame"),
+        pytest.param([UPGRADE[:3], UPGRADE[3:-1], UPGRADE[-1:] + FRAME], id="uneven-then-frame"),
+    ],
+)
+def test_request_record_is_independent_of_chunking(chunks: list[bytes]) -> None:
+    """The same upgrade yields the same record fed whole, byte by byte, or with a pipelined frame."""
+    sniffer = RequestSniffer()
+    answers = feed_chunks(sniffer, chunks)
+    assert answers == [False] * (len(chunks) - 1) + [True]
+    assert sniffer.state == "done"
+    assert sniffer.head == UPGRADE_HEAD
+    assert sniffer.error is None
+
+
+def test_request_every_split_point_gives_the_same_record() -> None:
+    """Cutting the head in two at any byte never changes the record."""
+    for cut in range(1, len(UPGRADE)):
+        sniffer = RequestSniffer()
+        sniffer.feed(UPGRADE[:cut])
+        assert sniffer.feed(UPGRADE[cut:] + FRAME), cut
+        assert sniffer.head == UPGRADE_HEAD, cut
+
+
+def test_request_feed_after_finish_is_a_no_op() -> None:
+    """Once finished, feeding more (even garbage) returns True and changes nothing."""
+    sniffer = RequestSniffer()
+    assert sniffer.feed(UPGRADE)
+    assert sniffer.feed(b"\x00\xff garbage\r\n\r\n")
+    assert sniffer.state == "done"
+    assert sniffer.head == UPGRADE_HEAD
+
+
+def test_request_record_never_holds_key_or_cookie() -> None:
+    """Neither the Sec-WebSocket-Key value nor any Cookie value appears in the record's repr."""
+    sniffer = RequestSniffer()
+    sniffer.feed(UPGRADE)
+    text = repr(sniffer.head)
+    assert sniffer.head is not None and sniffer.head.has_ws_key
+    assert KEY not in text
+    assert "c00kie" not in text and "SECRET" not in text
+
+
+def test_malformed_cookie_line_does_not_leak_into_error() -> None:
+    """A Cookie line the parser rejects is reported without quoting its value."""
+    sniffer = RequestSniffer()
+    sniffer.feed(b"GET / HTTP/1.1\r\nHost: a\r\nCookie: " + COOKIE.encode() + b"\x00\r\n\r\n")
+    assert sniffer.state == "error"
+    assert sniffer.error
+    assert "SECRET" not in repr(sniffer.error) and "SECRET" not in repr(sniffer.head)
+
+
+@pytest.mark.parametrize(
+    ("data", "kind", "method", "path", "host"),
+    [
+        pytest.param(UPGRADE, "websocket", "GET", "/chat?room=1", "example.com:8080", id="upgrade"),
+        pytest.param(
+            b"GET /ws HTTP/1.1\r\nHost: h\r\nUpgrade: WebSocket\r\nConnection: keep-alive, Upgrade\r\n\r\n",
+            "websocket",
+            "GET",
+            "/ws",
+            "h",
+            id="firefox-style-connection-list",
+        ),
+        pytest.param(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n", "http", "GET", "/", "h", id="plain-get"),
+        pytest.param(
+            b"GET /ws HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\n\r\n",
+            "http",
+            "GET",
+            "/ws",
+            "h",
+            id="upgrade-without-connection-upgrade",
+        ),
+        pytest.param(
+            b"POST /ws HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+            "http",
+            "POST",
+            "/ws",
+            "h",
+            id="post-is-never-websocket",
+        ),
+        pytest.param(
+            b"POST /api HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello",
+            "http",
+            "POST",
+            "/api",
+            "h",
+            id="post-with-body",
+        ),
+        pytest.param(
+            b"PUT /x HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+            "http",
+            "PUT",
+            "/x",
+            "h",
+            id="chunked-body",
+        ),
+        pytest.param(b"GET /old HTTP/1.0\r\n\r\n", "http", "GET", "/old", None, id="http-1.0-no-host"),
+        pytest.param(b"GET /lf HTTP/1.1\nHost: h\n\n", "http", "GET", "/lf", "h", id="bare-lf-line-ends"),
+    ],
+)
+def test_request_classification(data: bytes, kind: str, method: str, path: str, host: str | None) -> None:
+    """An upgrade needs GET, Upgrade: websocket and Connection: upgrade; other parsable HTTP/1.x is http."""
+    sniffer = RequestSniffer()
+    assert sniffer.feed(data)
+    assert sniffer.state == "done", sniffer.error
+    assert sniffer.head is not None
+    assert (sniffer.head.kind, sniffer.head.method, sniffer.head.path, sniffer.head.host) == (kind, method, path, host)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        pytest.param(TLS_HELLO, id="tls-client-hello"),
+        pytest.param(bytes(range(256)), id="binary"),
+        pytest.param(b"\x00", id="nul-byte"),
+        pytest.param(b"HELLO\n", id="text-protocol-word"),
+        pytest.param(b"HELLO WORLD\r\n", id="text-protocol-line"),
+        pytest.param(b"SSH-2.0-OpenSSH_9.6\r\n", id="ssh-banner"),
+        pytest.param(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", id="h2-prior-knowledge"),
+        pytest.param(b"GET /\r\n", id="http-0.9"),
+        pytest.param(b" GET / HTTP/1.1\r\n\r\n", id="leading-space"),
+        pytest.param(b"X" * 21 + b" / HTTP/1.1\r\n\r\n", id="method-too-long"),
+    ],
+)
+def test_non_http_first_bytes_are_raw(data: bytes) -> None:
+    """First bytes that are not an HTTP/1.x request line are labelled raw, with no record or error."""
+    sniffer = RequestSniffer()
+    assert sniffer.feed(data)
+    assert (sniffer.state, sniffer.head, sniffer.error) == ("raw", None, None)
+
+
+@pytest.mark.parametrize(
+    ("data", "decided_after"),
+    [
+        pytest.param(TLS_HELLO[:1], 1, id="tls-first-byte"),
+        pytest.param(b"HELLO\n", 6, id="line-end-without-space"),
+        pytest.param(b"GET /\r\n", 7, id="request-line-without-version"),
+    ],
+)
+def test_raw_is_decided_as_early_as_possible(data: bytes, decided_after: int) -> None:
+    """Raw is decided at the first byte that rules out a request line, even one byte at a time."""
+    sniffer = RequestSniffer()
+    answers = feed_chunks(sniffer, one_byte_at_a_time(data))
+    assert answers.index(True) + 1 == decided_after
+    assert sniffer.state == "raw"
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        pytest.param(b"GET /a b HTTP/1.1\r\nHost: h\r\n\r\n", id="space-in-target"),
+        pytest.param(b"GET  / HTTP/1.1\r\nHost: h\r\n\r\n", id="double-space"),
+        pytest.param(b"GET / HTTP/1.1\r\nNo colon here\r\n\r\n", id="header-without-colon"),
+        pytest.param(b"GET / HTTP/1.1\r\n Folded: x\r\n\r\n", id="continuation-first"),
+    ],
+)
+def test_malformed_http_is_an_error_with_a_reason(data: bytes) -> None:
+    """A request that starts like HTTP/1.x but does not parse ends in error, with the parser's reason."""
+    sniffer = RequestSniffer()
+    assert sniffer.feed(data)
+    assert sniffer.state == "error"
+    assert sniffer.head is None
+    assert sniffer.error
+
+
+@pytest.mark.parametrize(
+    ("size", "state"),
+    [(HEAD_LIMIT - 1, "done"), (HEAD_LIMIT, "done"), (HEAD_LIMIT + 1, "error")],
+)
+@pytest.mark.parametrize("chunking", ["whole", "byte-at-a-time", "halves"])
+def test_head_limit_is_exact_whatever_the_chunking(size: int, state: str, chunking: str) -> None:
+    """A head of up to HEAD_LIMIT bytes (blank line included) parses; one byte more is an error."""
+    data = padded_request(size) + FRAME
+    if chunking == "whole":
+        chunks = [data]
+    elif chunking == "halves":
+        chunks = [data[: size // 2], data[size // 2 :]]
+    else:
+        chunks = one_byte_at_a_time(data)
+    sniffer = RequestSniffer()
+    answers = feed_chunks(sniffer, chunks)
+    assert True in answers
+    assert sniffer.state == state
+    if state == "done":
+        assert sniffer.head is not None and sniffer.head.path == "/pad"
+    else:
+        assert sniffer.error == f"head over {HEAD_LIMIT} bytes"
+
+
+def test_request_line_longer_than_limit_is_an_error() -> None:
+    """A request line that never ends within HEAD_LIMIT is an error, not a pending forever."""
+    sniffer = RequestSniffer()
+    assert not sniffer.feed(b"GET /" + b"a" * 100)
+    assert sniffer.feed(b"a" * HEAD_LIMIT)
+    assert sniffer.state == "error"
+
+
+def test_client_text_is_escaped_and_truncated() -> None:
+    """Control characters in client-sent text are escaped and long values cut to MAX_VALUE_CHARS."""
+    long_ua = b"u" * 1000
+    sniffer = RequestSniffer()
+    sniffer.feed(b"GET /\x1b[2J HTTP/1.1\r\nHost: h\r\nUser-Agent: " + long_ua + b"\r\nOrigin: a\x9bb\tc\r\n\r\n")
+    head = sniffer.head
+    assert head is not None, sniffer.error
+    assert head.path == "/\\x1b[2J"
+    assert head.origin == "a\\x9bb\\tc"
+    assert head.user_agent is not None
+    assert len(head.user_agent) == MAX_VALUE_CHARS and head.user_agent.endswith("…")
+    assert all(c.isprintable() for c in head.path + head.origin + head.user_agent)
+
+
+def test_repeated_headers_are_joined_as_a_list() -> None:
+    """Several Sec-WebSocket-Protocol lines read as one comma-separated list."""
+    sniffer = RequestSniffer()
+    sniffer.feed(
+        b"GET / HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Protocol: a\r\nSec-WebSocket-Protocol: b\r\n\r\n"
+    )
+    assert sniffer.head is not None
+    assert sniffer.head.ws_protocol == "a, b"
+    assert sniffer.head.has_ws_key is False
+
+
+# -- responses -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "chunks",
+    [
+        pytest.param([SWITCHING], id="whole"),
+        pytest.param(one_byte_at_a_time(SWITCHING), id="byte-at-a-time"),
+        pytest.param([SWITCHING + FRAME], id="trailing-frame"),
+    ],
+)
+def test_response_record_is_independent_of_chunking(chunks: list[bytes]) -> None:
+    """A 101 with a subprotocol yields the same record fed whole, byte by byte, or with a frame after it."""
+    sniffer = ResponseSniffer()
+    answers = feed_chunks(sniffer, chunks)
+    assert answers == [False] * (len(chunks) - 1) + [True]
+    assert (sniffer.state, sniffer.head, sniffer.error) == ("done", SWITCHING_HEAD, None)
+
+
+@pytest.mark.parametrize(
+    ("data", "head"),
+    [
+        pytest.param(
+            b"HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain\r\nContent-Length: 9\r\n\r\nForbidden",
+            ResponseHead(403, "Forbidden", None),
+            id="403-with-body",
+        ),
+        pytest.param(
+            b"HTTP/1.1 400 Bad Request\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nbad\r\n0\r\n\r\n",
+            ResponseHead(400, "Bad Request", None),
+            id="400-chunked",
+        ),
+        pytest.param(
+            b"HTTP/1.0 503 Service Unavailable\r\n\r\n", ResponseHead(503, "Service Unavailable", None), id="1.0"
+        ),
+        pytest.param(b"HTTP/1.1 200\r\nContent-Length: 0\r\n\r\n", ResponseHead(200, "", None), id="no-reason-phrase"),
+        pytest.param(
+            b"HTTP/1.1 101 Switching Protocols\r\n\r\n", ResponseHead(101, "Switching Protocols", None), id="101-bare"
+        ),
+        pytest.param(
+            b"HTTP/1.1 404 Not\x1bFound\r\n\r\n", ResponseHead(404, "Not\\x1bFound", None), id="escaped-reason"
+        ),
+        pytest.param(b"HTTP/1.1 404 Not\x00Found\r\n\r\n", None, id="nul-in-reason"),
+    ],
+)
+def test_response_heads(data: bytes, head: ResponseHead | None) -> None:
+    """Status, reason and subprotocol are read from non-101 and 101 answers alike; bodies are ignored."""
+    sniffer = ResponseSniffer()
+    assert sniffer.feed(data)
+    if head is None:
+        assert sniffer.state == "error" and sniffer.error
+    else:
+        assert (sniffer.state, sniffer.head) == ("done", head)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        pytest.param(b"SSH-2.0-OpenSSH_9.6\r\n", id="banner"),
+        pytest.param(b"\x00\x01\x02", id="binary"),
+        pytest.param(b"HTTX/1.1 200 OK\r\n\r\n", id="near-miss"),
+    ],
+)
+def test_response_raw(data: bytes) -> None:
+    """A backend that does not answer with an HTTP/ status line is raw, decided from its first bytes."""
+    sniffer = ResponseSniffer()
+    assert sniffer.feed(data)
+    assert (sniffer.state, sniffer.head, sniffer.error) == ("raw", None, None)
+
+
+def test_response_malformed_status_line_is_an_error() -> None:
+    """A status line that starts with HTTP/ but does not parse is an error with a reason."""
+    sniffer = ResponseSniffer()
+    assert sniffer.feed(b"HTTP/1.1 abc Nope\r\n\r\n")
+    assert sniffer.state == "error" and sniffer.error
+
+
+@pytest.mark.parametrize(("extra", "state"), [(-1, "done"), (0, "done"), (1, "error")])
+def test_response_head_limit(extra: int, state: str) -> None:
+    """A response head of up to HEAD_LIMIT bytes parses; one byte more is an error."""
+    start = b"HTTP/1.1 403 Forbidden\r\n"
+    pad_total = HEAD_LIMIT + extra - len(start) - 2
+    lines = []
+    while pad_total > 0:
+        take = min(pad_total, 4000)
+        lines.append(b"X-Pad: " + b"p" * (take - 9) + b"\r\n")
+        pad_total -= take
+    data = start + b"".join(lines) + b"\r\n"
+    assert len(data) == HEAD_LIMIT + extra
+    sniffer = ResponseSniffer()
+    feed_chunks(sniffer, [data[:100], data[100:] + b"body"])
+    assert sniffer.state == state
+    if state == "done":
+        assert sniffer.head == ResponseHead(403, "Forbidden", None)
+
+
+def test_response_feed_after_finish_is_a_no_op() -> None:
+    """Once finished, feeding the response more returns True and changes nothing."""
+    sniffer = ResponseSniffer()
+    assert sniffer.feed(SWITCHING)
+    assert sniffer.feed(b"HTTP/1.1 500 Oops\r\n\r\n")
+    assert sniffer.head == SWITCHING_HEAD
+
+
+def test_empty_feed_keeps_pending() -> None:
+    """An empty chunk decides nothing for either side."""
+    request, response = RequestSniffer(), ResponseSniffer()
+    assert not request.feed(b"") and not response.feed(b"")
+    assert request.state == response.state == "pending"
