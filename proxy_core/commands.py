@@ -349,13 +349,13 @@ async def wait_up(client: ControlClient, name: str, since: int, timeout: float |
         since,
         timeout,
         lambda s: s.get("health", {}).get("status") == "up",
-        lambda s: f"{name}: {state_label(s)}",
+        lambda s: f"{name}: {health_label(s)}",
         out,
     )
     if ok:
         print(f"{name} is up", file=out, flush=True)
         return EXIT_OK
-    print(f"timeout: {name} is still {state_label(server)}", file=sys.stderr, flush=True)
+    print(f"timeout: {name} is still {health_label(server)}", file=sys.stderr, flush=True)
     return EXIT_FAILED
 
 
@@ -380,6 +380,17 @@ def state_label(server: JSON) -> str:
     if state == "draining" and isinstance(drain, dict) and drain.get("deadline"):
         extra.append(f"deadline in {max(0.0, float(drain['deadline']) - time.time()):.0f} s")
     return f"{state} ({', '.join(extra)})" if extra else state
+
+
+def health_label(server: JSON) -> str:
+    """What the health check says, with progress, and the admin state when it keeps traffic away anyway."""
+    health = server.get("health") or {}
+    text = str(health.get("status", "?"))
+    if server.get("progress"):
+        text += f" ({server['progress']})"
+    if server.get("admin") not in (None, "active"):
+        text += f", {server['admin']}"
+    return text
 
 
 def describe(server: JSON) -> str:

@@ -12,7 +12,7 @@ from typing import Any
 from proxy_core.checkspec import CheckConfig
 from proxy_core.errors import ConfigError
 
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,64}\Z")
 BALANCE_POLICIES = ("round_robin", "least_conn", "ip_hash")
 CHECK_TYPES = ("tcp", "http", "websocket", "none")
 MAX_WEIGHT = 256  # HAProxy's range for `set weight`

@@ -11,13 +11,14 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import IO, Any, TypeVar, cast
 
-from proxy_core import __version__
+from proxy_core import __version__, statefile
 from proxy_core.balancer import BalancePolicy, make_balancer
 from proxy_core.checker import CheckRunner
 from proxy_core.config import EngineConfig, ServerConfig, format_address, parse_address
-from proxy_core.errors import BadRequest, ConfigError, NotFound, WsproxyError
+from proxy_core.errors import BadRequest, ConfigError, NotFound, StateNotSaved, WsproxyError
 from proxy_core.events import EventBus, OperatorAction
 from proxy_core.health import CheckResult
+from proxy_core.listener import Listener
 from proxy_core.rates import RateHistory
 from proxy_core.registry import Registry, Server
 from proxy_core.relay import ClientSide
@@ -25,7 +26,6 @@ from proxy_core.switchboard import Switchboard
 
 T = TypeVar("T")
 RESOLVE_TIMEOUT = 2.0  # an `add` whose host does not resolve in this time is refused
-BACKLOG = 1024
 
 
 class Engine:
@@ -38,7 +38,7 @@ class Engine:
         self.registry = Registry(config.check)
         self.rates = RateHistory()
         self.started = time.time()
-        self.listeners: list[asyncio.Server] = []
+        self.listeners: list[Listener] = []
         self.listen_addresses: list[str] = []
         self.stopping = False
         self._stopped = asyncio.Event()
@@ -47,14 +47,19 @@ class Engine:
         self.board: Switchboard
         self.checker: CheckRunner
         self.control: Any = None  # the control API runner, started by proxy_core.control
+        self.configured = {s.name for s in config.servers}
+        self.removed: set[str] = set()  # configured servers removed at runtime (kept removed after a restart)
+        if config.state_file:
+            self.state_path: str | None = config.state_file
+        else:
+            self.state_path = statefile.default_state_path(control_path) if control_path else None
 
     # -- start and stop ---------------------------------------------------------------------------
 
     async def start(self) -> None:
         """Bind listeners and start checks; raises ConfigError naming a listener that cannot bind."""
         now = time.time()
-        for server_config in self.config.servers:
-            self.bus.publish_all(self.registry.add(server_config, now, at_start=True)[1])
+        self._load_pool(now)
         if self.config.access_log == "-":
             self._access_log = sys.stdout
         elif self.config.access_log:
@@ -69,28 +74,54 @@ class Engine:
         self.checker = CheckRunner(self.config.check, self._check_result)
         for server in self.registry:
             self.checker.add(server.name, server.host, server.port)
-        loop = asyncio.get_running_loop()
         for host, port in self.config.listen:
-            listener = format_address(host, port)
+            name = format_address(host, port)
+            listener = Listener(host, port, lambda name=name: ClientSide(self.board, name))  # type: ignore[misc]
             try:
-                bound_server = await loop.create_server(
-                    lambda listener=listener: ClientSide(self.board, listener),  # type: ignore[misc]
-                    host,
-                    port,
-                    reuse_address=True,
-                    backlog=BACKLOG,
-                )
+                await listener.open()
             except OSError as exc:
-                raise ConfigError("listen", listener, f"an address this host can bind ({exc.strerror})") from exc
-            bound = bound_server.sockets[0].getsockname()
-            address = format_address(bound[0], bound[1])
-            self.listeners.append(bound_server)
-            self.listen_addresses.append(address)
-            self.board.listener_counts[listener] = [0, 0]
+                raise ConfigError("listen", name, f"an address this host can bind ({exc.strerror})") from exc
+            self.listeners.append(listener)
+            self.listen_addresses.append(listener.address)
+            self.board.listener_counts[name] = [0, 0]
+        self.board.listeners = self.listeners
         self._spawn(self._sample_rates())
         self._spawn(self._watch_drains())
         if self.config.timeouts.idle > 0:
             self._spawn(self._watch_idle(self.config.timeouts.idle))
+
+    def _load_pool(self, now: float) -> None:
+        """The configured servers with the saved runtime changes laid over them."""
+        saved, problem = statefile.load(self.state_path) if self.state_path else (None, None)
+        if problem:
+            print(f"wsproxy: WARNING: {problem}", file=sys.stderr, flush=True)
+            self.bus.publish(OperatorAction(action="state-load", server=None, ok=False, detail=problem))
+        if saved is None:
+            pool = [statefile.ServerState(s) for s in self.config.servers]
+        else:
+            pool = statefile.merge(self.config.servers, saved)
+            self.removed = saved.removed & self.configured
+        for entry in pool:
+            try:
+                server, events = self.registry.add(entry.config, now, at_start=True)
+            except WsproxyError as exc:
+                print(f"wsproxy: WARNING: saved server {entry.config.name} skipped: {exc.message}", file=sys.stderr)
+                continue
+            self.bus.publish_all(events)
+            if entry.admin != "active":
+                server.admin = entry.admin
+                if entry.admin == "draining":
+                    server.drain_started = now
+                    server.drain_deadline = entry.drain_deadline
+        self.registry.refresh()
+        if saved is not None:
+            detail = f"restored {len(pool)} server(s) from {self.state_path}"
+            self.bus.publish(OperatorAction(action="state-load", server=None, ok=True, detail=detail))
+
+    def save_state(self) -> None:
+        """Write the pool's runtime state atomically; called before a mutation is acknowledged."""
+        if self.state_path:
+            statefile.write_atomic(self.state_path, statefile.snapshot(self.registry, self.removed))
 
     def _spawn(self, coro: Awaitable[Any]) -> None:
         task: asyncio.Task[Any] = asyncio.ensure_future(coro)
@@ -113,6 +144,7 @@ class Engine:
     async def shutdown(self, grace: float) -> None:
         """Stop accepting at once, let connections finish for `grace` s, then close the rest spread out."""
         self.stopping = True
+        self.board.stopped = True
         for listener in self.listeners:
             listener.close()
         if self.board.connections and grace > 0:
@@ -128,6 +160,10 @@ class Engine:
                 for client in list(self.board.connections.values()):
                     client.finish("proxy", "shutdown", reset=True)
         await self.checker.close()
+        try:
+            self.save_state()
+        except OSError as exc:
+            print(f"wsproxy: could not write the state file {self.state_path}: {exc.strerror}", file=sys.stderr)
         for task in list(self._tasks):
             if task is not asyncio.current_task():
                 task.cancel()
@@ -190,6 +226,12 @@ class Engine:
         except WsproxyError as exc:
             self.bus.publish(OperatorAction(action=action, server=name, ok=False, detail=exc.message))
             raise
+        try:
+            self.save_state()
+        except OSError as exc:
+            problem = f"{detail}, but the state file {self.state_path} could not be written ({exc.strerror})"
+            self.bus.publish(OperatorAction(action=action, server=name, ok=False, detail=problem))
+            raise StateNotSaved(problem) from exc
         self.bus.publish(OperatorAction(action=action, server=name, ok=True, detail=detail))
         return result
 
@@ -203,6 +245,7 @@ class Engine:
                 raise BadRequest(f"invalid max_conns {max_conns}: use an integer >= 1")
             await self._resolve(host)
             server, events = self.registry.add(ServerConfig(name, host, port, weight, max_conns), time.time())
+            self.removed.discard(name)
             self.bus.publish_all(events)
             self.checker.add(server.name, server.host, server.port)
             return server
@@ -214,7 +257,7 @@ class Engine:
         try:
             async with asyncio.timeout(RESOLVE_TIMEOUT):
                 await loop.getaddrinfo(host, None, type=socket.SOCK_STREAM)
-        except (OSError, TimeoutError) as exc:
+        except (OSError, TimeoutError, ValueError) as exc:  # ValueError: IDNA, an empty label or one over 63 chars
             raise BadRequest(f"host {host!r} does not resolve") from exc
 
     async def drain(self, name: str, deadline_s: float | None = None, force: bool = False) -> Server:
@@ -253,6 +296,8 @@ class Engine:
     async def remove(self, name: str, force: bool = False) -> Server:
         async def run() -> Server:
             server, events = self.registry.remove(name, force=force)
+            if name in self.configured:
+                self.removed.add(name)
             self.checker.remove(name)
             self.bus.publish_all(events)
             for client in list(server.conns):
@@ -319,6 +364,9 @@ class Engine:
                 "bytes_out": bytes_out,
                 "handshakes": totals.handshakes,
                 "dropped_events": self.bus.dropped,
+                "max_clients": self.board.max_clients,
+                "accepting": self.board.paused_since is None and not self.stopping,
+                "cap_pauses": self.board.cap_pauses,
                 "last_seq": self.bus.seq,
             },
             "servers": self.registry.snapshot(),

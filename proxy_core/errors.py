@@ -49,3 +49,10 @@ class Conflict(WsproxyError):
 
     status = 409
     code = "conflict"
+
+
+class StateNotSaved(WsproxyError):
+    """The change was made but could not be written to the state file: it would not survive a restart."""
+
+    status = 500
+    code = "state_not_saved"

@@ -169,6 +169,7 @@ class EventBus:
         self.ring: deque[Event] = deque(maxlen=capacity)
         self.seq = 0
         self._subscribers: set[Subscription] = set()
+        self._dropped_by_departed = 0  # drops of subscribers already gone, so the total never goes down
 
     def publish(self, event: Event) -> Event:
         self.seq += 1
@@ -208,7 +209,9 @@ class EventBus:
         return subscription
 
     def unsubscribe(self, subscription: Subscription) -> None:
-        self._subscribers.discard(subscription)
+        if subscription in self._subscribers:
+            self._subscribers.discard(subscription)
+            self._dropped_by_departed += subscription.dropped
 
     @property
     def subscribers(self) -> int:
@@ -216,4 +219,5 @@ class EventBus:
 
     @property
     def dropped(self) -> int:
-        return sum(s.dropped for s in self._subscribers)
+        """Events dropped for slow subscribers since start (a counter: it never goes down)."""
+        return self._dropped_by_departed + sum(s.dropped for s in self._subscribers)

@@ -48,6 +48,9 @@ def add_engine_flags(parser: argparse.ArgumentParser) -> None:
         "--shutdown-grace", type=float, metavar="S", help="grace for connections on SIGTERM (default 10)"
     )
     parser.add_argument("--no-handshake-log", action="store_true", help="do not parse heads (lean mode)")
+    parser.add_argument(
+        "--state-file", metavar="PATH", help="runtime changes survive restarts (default: beside the control socket)"
+    )
     parser.add_argument("--access-log", metavar="PATH|-", help="JSON lines, one per closed connection")
     parser.add_argument("--control", metavar="PATH", help="control socket path")
     parser.add_argument("--control-tcp", metavar="HOST:PORT", help="also serve the control API on TCP (token required)")
@@ -105,6 +108,8 @@ def build_config(args: argparse.Namespace) -> EngineConfig:
         changes["handshake_log"] = False
     if args.access_log:
         changes["access_log"] = args.access_log
+    if args.state_file:
+        changes["state_file"] = args.state_file
     control = config.control
     if args.control:
         control = replace(control, socket=args.control)

@@ -53,6 +53,7 @@ class Server:
         "name",
         "port",
         "removed",
+        "statuses",
         "total",
         "weight",
     )  # fmt: skip
@@ -77,6 +78,7 @@ class Server:
         self.drain_active_at_start = 0
         self.removed = False
         self.added = now
+        self.statuses: dict[int, int] = {}  # handshake answers by HTTP status (101, 403, ...)
 
     @property
     def address(self) -> str:
@@ -132,6 +134,7 @@ class Server:
             "bytes_in": bytes_in,
             "bytes_out": bytes_out,
             "handshakes": self.handshakes,
+            "handshake_statuses": {str(k): v for k, v in sorted(self.statuses.items())},
             "drain": drain,
         }
 

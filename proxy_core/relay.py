@@ -10,7 +10,9 @@ as a reset.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
+import struct
 import time
 from typing import TYPE_CHECKING, Any, cast
 
@@ -197,7 +199,7 @@ class ClientSide(asyncio.Protocol):
             if transport is None or transport.is_closing():
                 continue
             if reset:
-                transport.abort()
+                _reset(transport)
             else:
                 transport.close()
         self.engine.closed(self)
@@ -266,6 +268,18 @@ class BackendSide(asyncio.Protocol):
     def resume_writing(self) -> None:
         if self.client.transport is not None:
             self.client.transport.resume_reading()
+
+
+_LINGER_RESET = struct.pack("ii", 1, 0)
+
+
+def _reset(transport: asyncio.Transport) -> None:
+    """Close with a TCP reset (SO_LINGER 0), so a reset from one peer reaches the other as a reset."""
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+    transport.abort()
 
 
 def _describe(exc: BaseException) -> str:

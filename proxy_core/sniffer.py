@@ -26,6 +26,7 @@ from websockets.http11 import Request, Response
 # The largest head accepted, terminating blank line included: h11's default
 # max_incomplete_event_size, so both parsers and the cap agree however the bytes are chunked.
 HEAD_LIMIT = 16 * 1024
+OVERSIZED = f"head over {HEAD_LIMIT} bytes"  # the error text of a head past the cap
 # Longest client-sent string kept in a record; the log and dashboard show one line per handshake.
 MAX_VALUE_CHARS = 256
 # Longest method token the pre-check waits for; the longest registered method has 17 characters.
@@ -125,7 +126,7 @@ class RequestSniffer:
 
     def _wait(self, buf: bytes | bytearray, scan: int) -> bool:
         if len(buf) >= HEAD_LIMIT:
-            self.error = f"head over {HEAD_LIMIT} bytes"
+            self.error = OVERSIZED
             return self._finish("error")
         if buf is not self._buf:
             self._buf += buf
@@ -164,7 +165,7 @@ class ResponseSniffer:
         match = _BLANK_LINE.search(buf, self._scan, HEAD_LIMIT)
         if match is None:
             if len(buf) >= HEAD_LIMIT:
-                self.error = f"head over {HEAD_LIMIT} bytes"
+                self.error = OVERSIZED
                 return self._finish("error")
             if buf is not self._buf:
                 self._buf += buf

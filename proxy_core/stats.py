@@ -312,8 +312,7 @@ def metric_families(status: JSON) -> list[Metric]:
         ("bytes_in", "received_bytes", "counter", "bytes from clients to servers"),
         ("bytes_out", "sent_bytes", "counter", "bytes from servers to clients"),
         ("handshakes", "handshakes", "counter", "request heads logged"),
-        # a gauge: the engine sums drops over the subscribers connected now, so it falls when one leaves
-        ("dropped_events", "subscriber_dropped_events", "gauge", "events dropped for slow event subscribers"),
+        ("dropped_events", "subscriber_dropped_events", "counter", "events dropped for slow event subscribers"),
     ):
         families.append(_family(_name(metric), kind, text, [], [([], totals.get(key, 0))]))
     listeners = status.get("listeners", [])
@@ -334,6 +333,13 @@ def metric_families(status: JSON) -> list[Metric]:
             if raw is not None:
                 samples.append(([str(server["name"]), str(server["address"])], float(raw)))
         families.append(_family(_name(field.metric), field.kind, field.help, labels, samples))
+    by_status = CounterMetricFamily(
+        _name("server_handshake_statuses"), "handshake answers by HTTP status", labels=[*labels, "status"]
+    )
+    for server in servers:
+        for code, count in server.get("handshake_statuses", {}).items():
+            by_status.add_metric([str(server["name"]), str(server["address"]), str(code)], float(count))
+    families.append(by_status)
     state = GaugeMetricFamily(
         _name("server_state"),
         "1 for the server's effective state (disabled > draining > health)",

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
+import os
+import sys
 import time
 from collections.abc import Sequence
 from typing import IO, Any
@@ -11,12 +14,42 @@ from typing import IO, Any
 from proxy_core.balancer import Balancer
 from proxy_core.config import EngineConfig
 from proxy_core.events import ConnectFailed, ConnectionClosed, EventBus, Handshake, OperatorAction
+from proxy_core.listener import Listener
 from proxy_core.registry import LiveConnection, Registry, Server
 from proxy_core.relay import BackendSide, ClientSide, set_nodelay
-from proxy_core.sniffer import RequestSniffer, ResponseSniffer
+from proxy_core.sniffer import OVERSIZED, RequestSniffer, ResponseSniffer
 
 # With checks off, a server marked down by traffic is tried again after this long (nginx's fail_timeout).
 PASSIVE_RETRY_S = 10.0
+# Accepting stops at the cap and resumes below this fraction of it (hysteresis), or after ACCEPT_RETRY_S.
+RESUME_FRACTION = 0.9
+ACCEPT_RETRY_S = 1.0
+CAP_LOG_INTERVAL_S = 10.0
+# Descriptors kept back from clients for checks, the control API, logs and the state file.
+FD_RESERVE_MIN, FD_RESERVE_MAX = 16, 256
+LOCAL_RESOURCE_ERRNOS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+
+
+def clients_for_fd_limit() -> int:
+    """Two descriptors per proxied connection, after a reserve; from the (raised) soft limit."""
+    try:
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    except (ImportError, ValueError, OSError):
+        return 10_000
+    if soft == resource.RLIM_INFINITY:
+        soft = 1 << 20
+    reserve = max(FD_RESERVE_MIN, min(FD_RESERVE_MAX, soft // 8)) + open_descriptors()
+    return max(1, (soft - reserve) // 2)
+
+
+def open_descriptors() -> int:
+    """Descriptors this process already holds (interpreter, loop, pipes), counted once at start."""
+    try:
+        return len(os.listdir("/proc/self/fd"))
+    except OSError:
+        return 32
 
 
 class Totals:
@@ -54,9 +87,16 @@ class Switchboard:
         self.listener_counts: dict[str, list[int]] = {}
         self.next_id = 0
         self.log_handshakes = config.handshake_log
+        self.stopped = False
         self.empty = asyncio.Event()
         self.empty.set()
         self._loop = asyncio.get_running_loop()
+        self.listeners: list[Listener] = []
+        self.max_clients = config.max_clients or clients_for_fd_limit()
+        self.resume_below = max(1, int(self.max_clients * RESUME_FRACTION))
+        self.paused_since: float | None = None
+        self._last_cap_log = -CAP_LOG_INTERVAL_S
+        self.cap_pauses = 0
 
     # -- life of a connection -----------------------------------------------------------------
 
@@ -68,6 +108,8 @@ class Switchboard:
         totals = self.totals
         totals.active += 1
         totals.total += 1
+        if totals.active >= self.max_clients and self.paused_since is None:
+            self.pause_accepting(f"at the connection cap ({self.max_clients})")
         counts = self.listener_counts.get(client.listener)
         if counts is not None:
             counts[0] += 1
@@ -113,7 +155,18 @@ class Switchboard:
             except asyncio.CancelledError:
                 server.active -= 1
                 raise
-            except (OSError, TimeoutError) as exc:
+            except OSError as exc:
+                server.active -= 1
+                if exc.errno in LOCAL_RESOURCE_ERRNOS:  # our own shortage, not the server's fault
+                    self.pause_accepting(f"out of descriptors or memory ({exc.strerror})")
+                    client.finish("proxy", f"proxy out of resources ({exc.strerror})")
+                    return
+                last_reason = connect_error_text(exc, timeout)
+                self._connect_failed(server, client, last_reason, attempt)
+                if client.closed:
+                    return
+                continue
+            except TimeoutError as exc:
                 server.active -= 1
                 last_reason = connect_error_text(exc, timeout)
                 self._connect_failed(server, client, last_reason, attempt)
@@ -172,7 +225,9 @@ class Switchboard:
         else:
             client.kind = "raw"
             client.head_error = request.error or "malformed request head"
-            if client.server is not None:
+            if request.error == OVERSIZED:  # refused: no backend should be made to read an endless head
+                client.finish("proxy", f"request {OVERSIZED}")
+            elif client.server is not None:
                 self._log_handshake(client)
 
     def response_data(self, client: ClientSide, data: bytes) -> None:
@@ -227,8 +282,35 @@ class Switchboard:
             if not client.logged and (client.bytes_in or client.head_error or client.head):
                 self._log_handshake(client)
             self._log_close(client)
+        if self.paused_since is not None and totals.active < self.resume_below and not self.stopped:
+            self.resume_accepting()
         if not self.connections:
             self.empty.set()
+
+    # -- the connection cap and EMFILE -------------------------------------------------------------
+
+    def pause_accepting(self, why: str) -> None:
+        """Stop accepting (the kernel backlog holds newcomers); existing connections and the control API go on."""
+        self.paused_since = time.monotonic()
+        self.cap_pauses += 1
+        for listener in self.listeners:
+            listener.pause()
+        now = time.monotonic()
+        if now - self._last_cap_log >= CAP_LOG_INTERVAL_S:  # once per interval, never once per attempt
+            self._last_cap_log = now
+            print(f"wsproxy: {why}: not accepting until connections close", file=sys.stderr, flush=True)
+        self._loop.call_later(ACCEPT_RETRY_S, self._retry_accepting)
+
+    def _retry_accepting(self) -> None:
+        if self.paused_since is not None and self.totals.active < self.max_clients and not self.stopped:
+            self.resume_accepting()
+        elif self.paused_since is not None and not self.stopped:
+            self._loop.call_later(ACCEPT_RETRY_S, self._retry_accepting)
+
+    def resume_accepting(self) -> None:
+        self.paused_since = None
+        for listener in self.listeners:
+            listener.resume_soon()
 
     # -- records --------------------------------------------------------------------------------
 
@@ -264,6 +346,8 @@ class Switchboard:
             event.ws_extensions = head.ws_extensions
         if reply is not None:
             event.status = reply.status
+            if server is not None:
+                server.statuses[reply.status] = server.statuses.get(reply.status, 0) + 1
             event.reason = reply.reason
             event.subprotocol = reply.subprotocol
         self.bus.publish(event)

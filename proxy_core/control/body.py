@@ -12,8 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from proxy_core.config import NAME_PATTERN
-from proxy_core.errors import BadRequest, WsproxyError
+from proxy_core.config import NAME_PATTERN, parse_address
+from proxy_core.errors import BadRequest, ConfigError, WsproxyError
 
 MAX_BODY = 64 * 1024  # a control body is a handful of fields; anything bigger is not ours (413)
 MAX_DEPTH = 8  # bodies are flat objects; deeper nesting is refused before parsing, so no recursion blow-up
@@ -96,7 +96,7 @@ def validate(data: Mapping[str, Any], specs: Mapping[str, Spec]) -> dict[str, An
     for key in data:
         if key not in specs:
             allowed = ", ".join(specs) or "none"
-            raise BadRequest(f"unknown field {_show(key)}; allowed: {allowed}")
+            raise BadRequest(f"unknown field {quote_input(key)}; allowed: {allowed}")
     out: dict[str, Any] = {}
     for key, spec in specs.items():
         if key not in data:
@@ -141,7 +141,7 @@ def _json_type(value: Any) -> str:
     return type(value).__name__
 
 
-def _show(text: str, limit: int = 40) -> str:
+def quote_input(text: str, limit: int = 40) -> str:
     """A client-sent string, escaped and shortened for an error message."""
     shown = repr(text[:limit])
     return shown + ("..." if len(text) > limit else "")
@@ -155,7 +155,7 @@ def check_query(query: Mapping[str, str], allowed: tuple[str, ...]) -> None:
     for key in query:
         if key not in allowed:
             names = ", ".join(allowed) or "none"
-            raise BadRequest(f"unknown query parameter {_show(key)}; allowed: {names}")
+            raise BadRequest(f"unknown query parameter {quote_input(key)}; allowed: {names}")
 
 
 def query_int(query: Mapping[str, str], key: str, default: int | None, low: int = 0) -> int | None:
@@ -164,7 +164,7 @@ def query_int(query: Mapping[str, str], key: str, default: int | None, low: int 
     if text is None:
         return default
     if not text.isascii() or not text.isdigit() or len(text) > 19:
-        raise BadRequest(f"query parameter {key!r}: expected an integer >= {low}, got {_show(text)}")
+        raise BadRequest(f"query parameter {key!r}: expected an integer >= {low}, got {quote_input(text)}")
     value = int(text)
     if value < low:
         raise BadRequest(f"query parameter {key!r}: expected an integer >= {low}, got {value}")
@@ -181,18 +181,37 @@ def query_flag(query: Mapping[str, str], key: str) -> bool:
         return True
     if lowered in ("false", "0", "no"):
         return False
-    raise BadRequest(f"query parameter {key!r}: expected true or false, got {_show(text)}")
+    raise BadRequest(f"query parameter {key!r}: expected true or false, got {quote_input(text)}")
 
 
 def server_name(text: str) -> str:
     """A server name from a URL path; the pattern excludes '/', '..' alone still names nothing on disk."""
     if not NAME_PATTERN.fullmatch(text):  # fullmatch: the pattern's `$` would let "b1\n" through
-        raise BadRequest(f"invalid server name {_show(text)}: use 1-64 of A-Z a-z 0-9 _ . -")
+        raise BadRequest(f"invalid server name {quote_input(text)}: use 1-64 of A-Z a-z 0-9 _ . -")
     return text
 
 
 def conn_id(text: str) -> int:
     """A connection id from a URL path."""
     if not text.isascii() or not text.isdigit() or len(text) > 19 or int(text) > MAX_CONN_ID:
-        raise BadRequest(f"invalid connection id {_show(text)}: expected a positive integer")
+        raise BadRequest(f"invalid connection id {quote_input(text)}: expected a positive integer")
     return int(text)
+
+
+def address(text: str) -> str:
+    """HOST:PORT with a host a resolver accepts (printable, labels of 1-63 characters), checked before any lookup."""
+    problem = "expected HOST:PORT with a port in 1..65535"
+    try:
+        host, _ = parse_address("address", text)
+    except ConfigError:
+        raise BadRequest(f"invalid address {quote_input(text)}: {problem}") from None
+    if not host.isprintable():
+        raise BadRequest(f"invalid address {quote_input(text)}: the host has control characters")
+    if ":" not in host:  # not an IPv6 literal: a name or IPv4, held to DNS limits
+        try:
+            encoded = host.encode("idna")
+        except UnicodeError:
+            raise BadRequest(f"invalid address {quote_input(text)}: not a valid host name") from None
+        if len(encoded) > 253:
+            raise BadRequest(f"invalid address {quote_input(text)}: host name over 253 characters")
+    return text

@@ -13,6 +13,7 @@ from proxy_core.control.body import (
     MAX_BODY,
     Spec,
     TooLarge,
+    address,
     check_query,
     conn_id,
     parse_json,
@@ -107,7 +108,8 @@ async def add_server(request: web.Request) -> web.Response:
     body = await read_body(request, ADD_SPEC)
     name = server_name(body["name"])
     engine = engine_of(request)
-    server = await engine.add_server(name, body["address"], body.get("weight", 1), body.get("max_conns"))
+    where = address(body["address"])
+    server = await engine.add_server(name, where, body.get("weight", 1), body.get("max_conns"))
     return answer(engine.server_dict(server), status=201)
 
 

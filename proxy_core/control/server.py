@@ -20,7 +20,7 @@ from aiohttp import web
 
 from proxy_core.config import format_address, parse_listen
 from proxy_core.control.auth import Handler, guard, load_token
-from proxy_core.control.body import MAX_BODY, _show
+from proxy_core.control.body import MAX_BODY, quote_input
 from proxy_core.control.pages import add_page_routes
 from proxy_core.control.routes import ENGINE, add_routes
 from proxy_core.control.stream import STREAMS
@@ -48,7 +48,7 @@ def error_response(status: int, code: str, message: str) -> web.Response:
 
 
 def _http_message(request: web.Request, exc: web.HTTPException) -> str:
-    where = f"{request.method} {_show(request.path, 80)}"
+    where = f"{request.method} {quote_input(request.path, 80)}"
     if exc.status == 404:
         return f"no such endpoint: {where}"
     if exc.status == 405:
@@ -165,6 +165,8 @@ async def _start_unix(runner: web.AppRunner, path: str) -> None:
     old_umask = os.umask(0o177)  # the socket is never reachable by others, even before the chmod
     try:
         await web.UnixSite(runner, path).start()
+    except OSError as exc:  # e.g. a path over the 107-byte limit of AF_UNIX
+        raise ConfigError("control", path, f"a socket path this host can bind ({exc.strerror or exc})") from exc
     finally:
         os.umask(old_umask)
     os.chmod(path, 0o600)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import socket
 from collections.abc import Awaitable, Callable
 
@@ -74,10 +75,21 @@ def tagging(tag: bytes) -> Handler:
 
 
 def closed_port() -> int:
-    """A loopback port nothing listens on (bound then closed)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A loopback port nothing listens on, below the ephemeral range so no outgoing connection takes it
+    meanwhile (a test may start a server on it later, after a restart)."""
+    low = 32768
+    with contextlib.suppress(OSError, ValueError), open("/proc/sys/net/ipv4/ip_local_port_range") as ports:
+        low = int(ports.read().split()[0])
+    rng = random.Random()
+    for _ in range(100):
+        port = rng.randrange(max(1025, low - 12000), low)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise AssertionError("no free port below the ephemeral range")
 
 
 async def read_exactly(reader: asyncio.StreamReader, n: int, timeout: float = 5.0) -> bytes:

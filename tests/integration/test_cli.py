@@ -9,8 +9,9 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
-from conftest import EchoBackend, EngineProc, child_env, run_cli, unit, wait_until
 from websockets.asyncio.client import ClientConnection, connect
+
+from tests.conftest import EchoBackend, EngineProc, child_env, run_cli, unit, wait_until
 
 Backends = Callable[[int], Awaitable[list[EchoBackend]]]
 Start = Callable[..., Awaitable[EngineProc]]

@@ -16,11 +16,11 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import EchoBackend, EngineProc, unit, wait_until
 from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import ClientConnection, connect
 
 from proxy_core.client import ControlClient
+from tests.conftest import EchoBackend, EngineProc, unit, wait_until
 
 Backends = Callable[[int], Awaitable[list[EchoBackend]]]
 Start = Callable[..., Awaitable[EngineProc]]
@@ -178,6 +178,9 @@ async def test_add_server_and_its_errors(http: httpx.AsyncClient, echo_backends:
     assert duplicate.status_code == 409 and error_of(duplicate)["code"] == "conflict"
     cases: list[tuple[Any, str]] = [
         ({"name": "b4", "address": "nowhere"}, "address"),
+        ({"name": "b4", "address": "a" * 300 + ":80"}, "address"),
+        ({"name": "b4", "address": "a\x00b:80"}, "address"),
+        ({"name": "b4", "address": "127.0.0.1:0"}, "address"),
         ({"name": "b4", "address": "127.0.0.1:1", "colour": "red"}, "colour"),
         ({"name": "b4", "address": "127.0.0.1:1", "weight": "3"}, "weight"),
         ({"name": "b4", "address": "127.0.0.1:1", "weight": True}, "weight"),
@@ -510,6 +513,7 @@ async def test_metrics_parse(pool: tuple[EngineProc, list[EchoBackend]], http: h
     ws = await open_ws(engine)
     try:
         detail = await wait_until(lambda: _with_connection(engine), what="the open connection")
+        await wait_until(lambda: _checked(http), what="a health check on every server")
         response = await http.get("/metrics")
         families = {f.name: f for f in text_string_to_metric_families(response.text)}
         active = {s.labels["server"]: s.value for s in families["wsproxy_server_active_connections"].samples}
@@ -525,6 +529,11 @@ async def test_metrics_parse(pool: tuple[EngineProc, list[EchoBackend]], http: h
         assert checked == {"b1", "b2"}
     finally:
         await ws.close()
+
+
+async def _checked(http: httpx.AsyncClient) -> bool:
+    servers = (await http.get("/v1/status")).json()["servers"]
+    return all(s["health"]["checks"] > 0 for s in servers)
 
 
 async def test_status_listener_is_read_only(start_engine: Start, echo_backends: Backends) -> None:

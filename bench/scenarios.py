@@ -1,0 +1,274 @@
+"""The seven scenarios: what load each applies and which figures it derives from a run."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from backends import BULK_KA
+from loadgen import Window, run_idle, run_wrk, run_ws
+from procs import Launcher
+from proxies import Column
+
+GIB = 1 << 30
+Metrics = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Sizes and durations; `--quick` shortens the timed windows and holds fewer idle connections."""
+
+    duration: float = 5.0
+    wrk_seconds: int = 5
+    http_conns: int = 50
+    bulk_conns: int = 8
+    ws_conns: int = 200
+    open_conns: int = 50
+    open_rate: float = 5000.0
+    ws_size: int = 32
+    handshake_workers: int = 20
+    idle_conns: int = 9000
+    sources: list[str] = field(default_factory=lambda: [f"127.0.0.{i}" for i in range(1, 5)])
+    # Noisy runs are repeated only this many seconds into the run: with every run repeated until then the whole run
+    # still ends in about 5 min (full) or 1.5 min (quick).
+    retry_budget_s: float = 100.0
+
+    @staticmethod
+    def quick() -> Settings:
+        return Settings(duration=1.0, wrk_seconds=1, idle_conns=2000, retry_budget_s=35.0)
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One scenario: its figures (key, label) in display order and the one that is its CPU cost per unit."""
+
+    num: int
+    key: str
+    title: str
+    rows: list[tuple[str, str]]
+    summary: list[str]  # figure keys shown in the closing comparison
+    run: Callable[[Launcher, Column, Settings], Metrics]
+    proxied_only: bool = False  # direct has nothing to measure here
+
+
+def _window(w: Window, units: float, per: float, key: str) -> Metrics:
+    """CPU cost per unit (scaled by `per`), the proxy's share of its core, and how much it had to wait for it.
+
+    `wait_pct` is the share of the window the proxy was runnable while its core ran something else (other
+    tenants of the machine): 0 on a quiet machine, so it is the noise indicator. None for the direct column.
+    """
+    load = 100 * w.load_busy
+    if w.cpu_s is None or w.wait_s is None:
+        return {key: None, "proxy_pct": None, "wait_pct": None, "other_pct": None, "load_core_pct": load}
+    own = 100 * w.cpu_s / w.wall_s if w.wall_s else 0.0
+    return {
+        key: w.cpu_s * per / units if units else None,
+        "proxy_pct": own,
+        "wait_pct": 100 * w.wait_s / w.wall_s if w.wall_s else 0.0,
+        "other_pct": max(0.0, 100 * w.proxy_busy - own),
+        "load_core_pct": load,
+    }
+
+
+def keepalive(launcher: Launcher, col: Column, s: Settings) -> Metrics:
+    res, w = run_wrk(launcher, col.port, col.pid, conns=s.http_conns, duration=s.wrk_seconds)
+    return {
+        "rate": res["requests"] / res["seconds"],
+        "p50": res["p50"],
+        "p99": res["p99"],
+        "errors": res["errors"],
+        **_window(w, res["requests"], 1e6, "cpu"),
+    }
+
+
+def close(launcher: Launcher, col: Column, s: Settings) -> Metrics:
+    res, w = run_wrk(launcher, col.port, col.pid, conns=s.http_conns, duration=s.wrk_seconds, close=True)
+    return {
+        "rate": res["requests"] / res["seconds"],
+        "p50": res["p50"],
+        "p99": res["p99"],
+        "errors": res["errors"],
+        **_window(w, res["requests"], 1e6, "cpu"),
+    }
+
+
+def bulk(launcher: Launcher, col: Column, s: Settings) -> Metrics:
+    res, w = run_wrk(launcher, col.port, col.pid, path="/bulk", conns=s.bulk_conns, duration=s.wrk_seconds)
+    nbytes = res["requests"] * len(BULK_KA)
+    return {
+        "rate": nbytes / res["seconds"] / 1e6,
+        "p50": res["p50"],
+        "errors": res["errors"],
+        **_window(w, nbytes / GIB, 1e3, "cpu"),
+    }
+
+
+def ws_echo(launcher: Launcher, col: Column, s: Settings) -> Metrics:
+    res, w = run_ws(launcher, "echo", col.port, col.pid, s.duration, conns=s.ws_conns, size=s.ws_size)
+    return {
+        "rate": res["rate"],
+        "p50": res["p50"],
+        "p99": res["p99"],
+        "errors": res["connect_failures"],
+        **_window(w, res["messages"], 1e6, "cpu"),
+    }
+
+
+def ws_open(launcher: Launcher, col: Column, s: Settings) -> Metrics:
+    res, w = run_ws(
+        launcher, "open", col.port, col.pid, s.duration, conns=s.open_conns, rate=s.open_rate, size=s.ws_size
+    )
+    return {
+        "rate": res["rate"],
+        "p50": res["p50"],
+        "p99": res["p99"],
+        "p999": res["p999"],
+        "lost": res["sent"] - res["received"],
+        **_window(w, res["received"], 1e6, "cpu"),
+    }
+
+
+def ws_handshake(launcher: Launcher, col: Column, s: Settings) -> Metrics:
+    res, w = run_ws(launcher, "handshake", col.port, col.pid, s.duration, conns=s.handshake_workers, source=s.sources)
+    return {
+        "rate": res["rate"],
+        "p50": res["p50"],
+        "p99": res["p99"],
+        "errors": res["errors"],
+        **_window(w, res["handshakes"], 1e6, "cpu"),
+    }
+
+
+def ws_idle(launcher: Launcher, col: Column, s: Settings) -> Metrics:
+    res = run_idle(launcher, col.port, col.pid, s.idle_conns, s.sources)
+    return {
+        "held": res["held"],
+        "rss": res["rss_per_conn_kib"],
+        "open_s": res["open_seconds"],
+        "rss_before": res["rss_before_kib"] / 1024,
+        "rss_after": res["rss_after_kib"] / 1024,
+    }
+
+
+_CORES = [
+    ("proxy_pct", "proxy CPU % of its core"),
+    ("wait_pct", "proxy waiting for its core %"),
+    ("other_pct", "other work on proxy core %"),
+    ("load_core_pct", "load core busy %"),
+]
+
+SCENARIOS: list[Scenario] = [
+    Scenario(
+        1,
+        "keepalive",
+        "HTTP keep-alive, small responses (wrk -t1 -c{http_conns} -d{wrk_seconds}s)",
+        [
+            ("rate", "requests/s"),
+            ("p50", "latency p50 ms"),
+            ("p99", "latency p99 ms"),
+            ("cpu", "proxy CPU µs/request"),
+            *_CORES,
+            ("errors", "errors"),
+        ],
+        ["cpu"],
+        keepalive,
+    ),
+    Scenario(
+        2,
+        "close",
+        "New connection per request (wrk -t1 -c{http_conns} -d{wrk_seconds}s, Connection: close)",
+        [
+            ("rate", "connections/s"),
+            ("p50", "latency p50 ms"),
+            ("p99", "latency p99 ms"),
+            ("cpu", "proxy CPU µs/connection"),
+            *_CORES,
+            ("errors", "errors"),
+        ],
+        ["cpu"],
+        close,
+    ),
+    Scenario(
+        3,
+        "bulk",
+        "Bulk: 1 MiB responses (wrk -t1 -c{bulk_conns} -d{wrk_seconds}s /bulk)",
+        [("rate", "MB/s"), ("p50", "latency p50 ms"), ("cpu", "proxy CPU ms/GiB"), *_CORES, ("errors", "errors")],
+        ["cpu"],
+        bulk,
+    ),
+    Scenario(
+        4,
+        "ws-echo",
+        "WebSocket echo, {ws_conns} connections closed loop, {ws_size}-byte messages, {duration}s",
+        [
+            ("rate", "messages/s"),
+            ("p50", "RTT p50 ms"),
+            ("p99", "RTT p99 ms"),
+            ("cpu", "proxy CPU µs/message"),
+            *_CORES,
+            ("errors", "connect failures"),
+        ],
+        ["cpu"],
+        ws_echo,
+    ),
+    Scenario(
+        5,
+        "ws-open",
+        "WebSocket open loop, {open_rate:.0f} msg/s over {open_conns} connections, {duration}s",
+        [
+            ("rate", "messages/s sent"),
+            ("p50", "RTT p50 ms"),
+            ("p99", "RTT p99 ms"),
+            ("p999", "RTT p99.9 ms"),
+            ("cpu", "proxy CPU µs/message"),
+            *_CORES,
+            ("lost", "unanswered"),
+        ],
+        ["p99", "cpu"],
+        ws_open,
+    ),
+    Scenario(
+        6,
+        "ws-handshake",
+        "New WebSocket connections: connect, upgrade, close handshake ({handshake_workers} workers, {duration}s)",
+        [
+            ("rate", "handshakes/s"),
+            ("p50", "upgrade p50 ms"),
+            ("p99", "upgrade p99 ms"),
+            ("cpu", "proxy CPU µs/handshake"),
+            *_CORES,
+            ("errors", "errors"),
+        ],
+        ["cpu"],
+        ws_handshake,
+    ),
+    Scenario(
+        7,
+        "ws-idle",
+        "{idle_conns} idle WebSockets held open (fresh proxy process)",
+        [
+            ("held", "connections held"),
+            ("rss", "proxy RSS KiB/connection"),
+            ("rss_before", "proxy RSS MiB before"),
+            ("rss_after", "proxy RSS MiB holding"),
+            ("open_s", "seconds to open all"),
+        ],
+        ["rss"],
+        ws_idle,
+        proxied_only=True,
+    ),
+]
+
+
+def select(only: str | None) -> list[Scenario]:
+    """Scenarios named by number or key (comma-separated), or all."""
+    if not only:
+        return SCENARIOS
+    wanted = {w.strip() for w in only.split(",") if w.strip()}
+    picked = [sc for sc in SCENARIOS if str(sc.num) in wanted or sc.key in wanted]
+    unknown = wanted - {str(sc.num) for sc in picked} - {sc.key for sc in picked}
+    if unknown:
+        names = ", ".join(f"{sc.num}/{sc.key}" for sc in SCENARIOS)
+        raise SystemExit(f"unknown scenario {', '.join(sorted(unknown))}; choose from {names}")
+    return picked

@@ -1,0 +1,78 @@
+"""Regenerate screenshots/*.svg from a real demo run (backends, engine, load) driven by Pilot.
+
+Run: .venv/bin/python scripts/screenshots.py [--out screenshots] [--warmup 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from proxy_core.client import ControlClient  # noqa: E402
+from tui.app import DashboardApp  # noqa: E402
+from tui.demo import start_demo  # noqa: E402
+from tui.launcher import Launcher  # noqa: E402
+from tui.source import LiveSource  # noqa: E402
+
+SIZE = (140, 42)
+
+
+async def shoot(out: Path, warmup: float) -> None:
+    """Start the demo, drive the dashboard through the four views, save one SVG per view."""
+    launcher = Launcher()
+    try:
+        await start_demo(launcher)
+        source = LiveSource(ControlClient(uds=launcher.control_path))
+        app = DashboardApp(
+            source,
+            owns_engine=True,
+            attach_hint=f"wsproxy-tui --attach {launcher.control_path}",
+        )
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.pause(warmup)
+            app.clear_notifications()
+            await pilot.pause(0.5)
+            app.save_screenshot("main.svg", str(out))
+
+            await pilot.press("a")
+            await pilot.press(*"b5")
+            await pilot.press("tab", *"127.0.0.1:70000")
+            await pilot.pause(0.3)
+            app.save_screenshot("add-form.svg", str(out))
+            await pilot.press("escape")
+
+            app.main_screen.backends.select("b2")
+            await pilot.press("d")
+            await pilot.pause(6.0)
+            app.clear_notifications()
+            await pilot.pause(0.5)
+            app.save_screenshot("drain.svg", str(out))
+
+            app.main_screen.backends.select("b1")
+            await pilot.press("enter")
+            await pilot.pause(1.5)
+            app.save_screenshot("detail.svg", str(out))
+    finally:
+        launcher.stop_all()
+        launcher.cleanup()
+
+
+def main() -> None:
+    """Parse flags and take the screenshots."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", default=str(ROOT / "screenshots"))
+    parser.add_argument("--warmup", type=float, default=8.0)
+    args = parser.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    asyncio.run(shoot(out, args.warmup))
+    print(f"wrote {', '.join(sorted(p.name for p in out.glob('*.svg')))} to {out}")
+
+
+if __name__ == "__main__":
+    main()

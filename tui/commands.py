@@ -1,0 +1,59 @@
+"""Command-palette entries for actions on servers by name ("drain b2"), built from the live list."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+from typing import TYPE_CHECKING
+
+from textual.command import DiscoveryHit, Hit, Hits, Provider
+
+if TYPE_CHECKING:
+    from tui.app import DashboardApp
+
+Entry = tuple[str, str, Callable[[], None]]
+
+
+def entries(app: DashboardApp) -> list[Entry]:
+    """(title, help, callback) for every action on every server, mutations only when allowed."""
+    out: list[Entry] = []
+    if not app.read_only:
+        out.append(("add server", "Add an upstream server", app.ops.ask_add))
+    for server in app.servers():
+        name = str(server["name"])
+        out.append((f"details {name}", f"Health history and connections of {name}", partial(app.show_details, name)))
+        if app.read_only:
+            continue
+        out += [
+            (f"drain {name}", f"Stop new connections to {name}", partial(app.ops.drain, name)),
+            (f"drain {name} with deadline", "Drain, then close what is left", partial(app.ops.ask_drain, name)),
+            (f"undrain {name}", f"Let {name} take connections again", partial(app.ops.simple, "undrain", name)),
+            (f"disable {name}", f"Maintenance for {name}", partial(app.ops.simple, "disable", name)),
+            (f"enable {name}", f"Bring {name} back", partial(app.ops.simple, "enable", name)),
+            (f"weight {name}", f"Set the weight of {name}", partial(app.ops.ask_weight, name)),
+            (f"remove {name}", f"Remove {name} (asks first)", partial(app.ops.ask_remove, name)),
+        ]
+    return out
+
+
+class ServerCommands(Provider):
+    """Lists actions and servers; typing "drain b2" finds the action on that server."""
+
+    @property
+    def dashboard(self) -> DashboardApp:
+        """The app, typed."""
+        from tui.app import DashboardApp
+
+        assert isinstance(self.app, DashboardApp)
+        return self.app
+
+    async def discover(self) -> Hits:
+        for title, help_text, callback in entries(self.dashboard):
+            yield DiscoveryHit(title, callback, help=help_text)
+
+    async def search(self, query: str) -> Hits:
+        matcher = self.matcher(query)
+        for title, help_text, callback in entries(self.dashboard):
+            score = matcher.match(title)
+            if score > 0:
+                yield Hit(score, matcher.highlight(title), callback, help=help_text)

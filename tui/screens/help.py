@@ -1,0 +1,59 @@
+"""The help screen; `q` here closes help, it does not quit the app (hatop's trap)."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Markdown
+
+HELP = """\
+# wsproxy-tui
+
+Watch backend health live; drain a node before a restart.
+
+## Main screen
+| key | action |
+|---|---|
+| `↑` `↓` | select a server (the cursor stays on it across re-sorts and filters) |
+| `enter` | server detail: health-check history, open connections |
+| `a` | add an upstream (name, host:port, weight) |
+| `d` | drain: no new connections; the active column counts down to 0 |
+| `D` | drain with a deadline (the rest are closed when it passes) |
+| `u` | undrain |
+| `x` / `e` | disable (maintenance) / enable |
+| `w` | set an absolute weight; shows the resulting traffic share first |
+| `r` / `del` | remove (asks first; the engine refuses to leave no eligible server) |
+| `/` | filter the focused pane: backends or handshakes (`!text` inverts) |
+| `s` | cycle the sort: name, state, active, share, fails |
+| `tab` | move focus between panes; `end` follows the handshake log again |
+| `ctrl+p` | command palette: actions and servers ("drain b2") |
+| `?` / `f1` | this help |
+| `q` / `ctrl+q` | quit (asks what to do with an engine this dashboard started) |
+
+## Detail screen
+`k` closes the selected connection; `esc` goes back; the server keys work here too.
+
+## Columns
+*state*: `up`, `down`, `going down 2/5` (failed checks of the fall threshold),
+`going up 1/2` (passed checks of the rise threshold), `draining 12s, 18s left`, `disabled`.
+*share*: weight / sum of weights of eligible servers. *fails*: failed checks / connect failures.
+*active* while draining: open / open when the drain began.
+
+If the engine stops answering, the data stays on screen marked **STALE since HH:MM:SS**
+and the dashboard reconnects with backoff (0.25 s to 5 s).
+"""
+
+
+class HelpScreen(ModalScreen[None]):
+    """Keys and column meanings."""
+
+    BINDINGS = [Binding("escape,q,question_mark,f1", "close", "Close", id="help-close")]
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll(id="help-box"):
+            yield Markdown(HELP)
+
+    def action_close(self) -> None:
+        self.dismiss(None)

@@ -1,0 +1,131 @@
+"""The main screen: status bar, backends table, graphs, events and the handshake log."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal
+from textual.widgets import DataTable, Footer, Input, Log
+
+from tui.screens.actions import SERVER_BINDINGS, ServerActionsScreen
+from tui.widgets.backends import BackendsTable
+from tui.widgets.events_pane import EventsPane
+from tui.widgets.graphs import Graphs
+from tui.widgets.handshake_log import HandshakeLog
+from tui.widgets.status_bar import StatusBar
+
+JSON = dict[str, Any]
+
+
+class MainScreen(ServerActionsScreen):
+    """Everything at a glance; keys act on the server under the table cursor."""
+
+    BINDINGS = [
+        *SERVER_BINDINGS,
+        Binding("enter", "details", "Details", id="server-details"),
+        Binding("slash", "filter", "Filter", id="filter"),
+        Binding("s", "sort", "Sort", id="sort"),
+        Binding("end", "follow_log", "Follow", id="follow-log", show=False),
+    ]
+
+    #: Which pane `/` filters: "table" or "log" (whichever had focus).
+    filtering = "table"
+
+    def __init__(self) -> None:
+        super().__init__()
+        # Kept as attributes (not queried) so late messages during shutdown find them still.
+        self.status_bar = StatusBar(id="status-bar")
+        self.backends = BackendsTable(id="backends")
+        self.graphs = Graphs(id="graphs")
+        self.events_pane = EventsPane(id="events")
+        self.handshakes = HandshakeLog(id="handshakes")
+
+    def compose(self) -> ComposeResult:
+        yield self.status_bar
+        yield self.backends
+        with Horizontal(id="middle"):
+            yield self.graphs
+            yield self.events_pane
+        yield self.handshakes
+        yield Input(placeholder="filter (substring, !inverse), Enter keeps, Esc clears", id="filter")
+        yield Footer()
+
+    async def on_mount(self) -> None:
+        self.query_one("#filter", Input).display = False
+        self.backends.focus()
+        await self.dashboard.start_source()
+
+    def selected_server(self) -> str | None:
+        return self.backends.selected_name
+
+    def apply_snapshot(self, status: JSON, now: float) -> None:
+        """Show a fresh `/v1/status`."""
+        self.status_bar.set_status(status)
+        self.backends.update_servers(list(status.get("servers") or []), now)
+        self.handshakes.set_engine_dropped(int((status.get("totals") or {}).get("dropped_events", 0)))
+        self.refresh_bindings()
+
+    def apply_rates(self, rates: JSON) -> None:
+        """Show a fresh `/v1/rates`."""
+        self.graphs.update_rates(rates)
+
+    @on(DataTable.RowHighlighted)
+    def _highlighted(self) -> None:
+        self.refresh_bindings()
+
+    @on(DataTable.RowSelected)
+    def _selected(self) -> None:
+        self.action_details()
+
+    def action_details(self) -> None:
+        if name := self._target():
+            self.dashboard.show_details(name)
+
+    def action_sort(self) -> None:
+        order = self.backends.cycle_sort()
+        self.notify(f"sorted by {order}", timeout=2)
+
+    def _filter_target(self) -> str:
+        focused = self.focused
+        return "log" if isinstance(focused, Log) and focused.id == "hs-log" else "table"
+
+    def action_filter(self) -> None:
+        field = self.query_one("#filter", Input)
+        target = self._filter_target()
+        field.placeholder = f"filter {'handshakes' if target == 'log' else 'servers'}: substring, !inverse"
+        field.value = self.handshakes.filter_text if target == "log" else self.backends.filter_text
+        field.display = True
+        field.focus()
+        field.refresh()
+        self.filtering = target
+
+    @on(Input.Changed, "#filter")
+    def _filter_changed(self, event: Input.Changed) -> None:
+        if self.filtering == "log":
+            self.handshakes.set_filter(event.value)
+        else:
+            self.backends.set_filter(event.value)
+
+    @on(Input.Submitted, "#filter")
+    def _filter_done(self) -> None:
+        self._close_filter()
+
+    def key_escape(self) -> None:
+        field = self.query_one("#filter", Input)
+        if field.display:
+            field.value = ""
+            self._close_filter()
+
+    def _close_filter(self) -> None:
+        field = self.query_one("#filter", Input)
+        field.display = False
+        if self.filtering == "log":
+            self.handshakes.log_widget.focus()
+        else:
+            self.backends.focus()
+
+    def action_follow_log(self) -> None:
+        self.handshakes.log_widget.scroll_end(animate=False)

@@ -1,0 +1,80 @@
+"""The one-line status bar: what we are attached to, engine totals, and whether the data is live."""
+
+from __future__ import annotations
+
+from datetime import tzinfo
+from typing import Any
+
+from textual.content import Content
+from textual.widgets import Static
+
+from tui import format as fmt
+
+JSON = dict[str, Any]
+
+
+class StatusBar(Static):
+    """Engine identity, totals and link state; turns red with "stale since" when the link is lost."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__("connecting…", **kwargs)
+        self.status: JSON = {}
+        self.stale_since: float | None = None
+        self.retry_in = 0.0
+        self.error = ""
+        self.read_only = False
+        self.live = True
+        self.target = ""
+        self.tz: tzinfo | None = None
+
+    def set_status(self, status: JSON) -> None:
+        """A fresh snapshot arrived."""
+        self.status = status
+        self._render_bar()
+
+    def set_link(self, stale_since: float | None, error: str = "", retry_in: float = 0.0) -> None:
+        """Mark the data live (None) or stale since a unix time."""
+        self.stale_since, self.error, self.retry_in = stale_since, error, retry_in
+        self.set_class(stale_since is not None, "stale")
+        self._render_bar()
+
+    def _render_bar(self) -> None:
+        engine = self.status.get("engine") or {}
+        totals = self.status.get("totals") or {}
+        listeners = ", ".join(str(item.get("address")) for item in self.status.get("listeners", []))
+        parts: list[Content] = []
+        if self.stale_since is not None:
+            parts.append(
+                Content.from_markup(
+                    "[b]STALE since $since[/b], retrying in $retry",
+                    since=fmt.clock(self.stale_since, self.tz),
+                    retry=f"{self.retry_in:.1f}s",
+                )
+            )
+        elif engine:
+            mark = "● live" if self.live else "▶ replay"
+            parts.append(Content.from_markup("[b $success]$mark[/]", mark=mark))
+        if engine.get("stopping"):
+            parts.append(Content.from_markup("[b $warning]ENGINE STOPPING (draining)[/]"))
+        if self.read_only:
+            parts.append(Content.from_markup("[b $warning]READ-ONLY[/]"))
+        if engine:
+            parts.append(
+                Content.from_markup(
+                    "wsproxy $version pid $pid up $up  ·  $listen  ·  $balance  ·  "
+                    "conns $active/$total  ·  handshakes $hs  ·  in $bin out $bout",
+                    version=str(engine.get("version", "?")),
+                    pid=str(engine.get("pid", "?")),
+                    up=fmt.duration(engine.get("uptime_s")),
+                    listen=listeners or "-",
+                    balance=str(engine.get("balance", "?")),
+                    active=str(totals.get("active", 0)),
+                    total=str(totals.get("total", 0)),
+                    hs=str(totals.get("handshakes", 0)),
+                    bin=fmt.size(totals.get("bytes_in")),
+                    bout=fmt.size(totals.get("bytes_out")),
+                )
+            )
+        else:
+            parts.append(Content(f"waiting for {self.target}"))
+        self.update(Content("  ·  ").join(parts))
