@@ -76,14 +76,16 @@ class Engine:
             self.checker.add(server.name, server.host, server.port)
         for host, port in self.config.listen:
             name = format_address(host, port)
-            listener = Listener(host, port, lambda name=name: ClientSide(self.board, name))  # type: ignore[misc]
+            listener = Listener(host, port)
+            # Connections are labelled with the bound address (port 0 resolved), read when each arrives.
+            listener.factory = lambda listener=listener: ClientSide(self.board, listener.address)  # type: ignore[misc]
             try:
                 await listener.open()
             except OSError as exc:
                 raise ConfigError("listen", name, f"an address this host can bind ({exc.strerror})") from exc
             self.listeners.append(listener)
             self.listen_addresses.append(listener.address)
-            self.board.listener_counts[name] = [0, 0]
+            self.board.listener_counts[listener.address] = [0, 0]
         self.board.listeners = self.listeners
         self._spawn(self._sample_rates())
         self._spawn(self._watch_drains())

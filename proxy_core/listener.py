@@ -20,7 +20,9 @@ BACKLOG = 1024
 class Listener:
     """One `host:port` the engine accepts on."""
 
-    def __init__(self, host: str, port: int, factory: Callable[[], asyncio.Protocol], backlog: int = BACKLOG) -> None:
+    def __init__(
+        self, host: str, port: int, factory: Callable[[], asyncio.Protocol] = asyncio.Protocol, backlog: int = BACKLOG
+    ) -> None:
         self.host = host
         self.port = port
         self.factory = factory

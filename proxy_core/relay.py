@@ -39,12 +39,12 @@ class ClientSide(asyncio.Protocol):
         "backend_eof",
         "bytes_in",
         "bytes_out",
-        "client",
         "client_eof",
         "close_reason",
         "closed",
         "closed_by",
         "conn_id",
+        "connect_expired",
         "connect_task",
         "early",
         "early_size",
@@ -59,6 +59,7 @@ class ClientSide(asyncio.Protocol):
         "listener",
         "logged",
         "path",
+        "peer",
         "reply",
         "request",
         "response",
@@ -76,7 +77,8 @@ class ClientSide(asyncio.Protocol):
         self.backend: BackendSide | None = None
         self.server: Server | None = None
         self.started = 0.0
-        self.client = "?"
+        self.peer: tuple[Any, ...] | None = None
+        self.connect_expired = False
         self.bytes_in = 0
         self.bytes_out = 0
         self.early: list[bytes] | None = []
@@ -107,9 +109,7 @@ class ClientSide(asyncio.Protocol):
         transport = cast(asyncio.Transport, transport)  # uvloop's transports are not asyncio.Transport subclasses
         self.transport = transport
         self.started = time.time()
-        peer = transport.get_extra_info("peername")
-        if peer:
-            self.client = f"{peer[0]}:{peer[1]}"
+        self.peer = transport.get_extra_info("peername")
         transport.set_write_buffer_limits(HIGH_WATER, LOW_WATER)
         self.engine.accepted(self)
 
@@ -203,6 +203,12 @@ class ClientSide(asyncio.Protocol):
             else:
                 transport.close()
         self.engine.closed(self)
+
+    @property
+    def client(self) -> str:
+        """The client's address as text, formatted only when a record or the API needs it."""
+        peer = self.peer
+        return f"{peer[0]}:{peer[1]}" if peer else "?"
 
     def describe(self, now: float) -> dict[str, Any]:
         return {
