@@ -141,14 +141,18 @@ class Engine:
             self._stopped.set()
             return
         self.stopping = True
+        self.close_listeners()  # at once, before anyone is told the engine is stopping
         self._spawn(self.shutdown(self.config.timeouts.shutdown_grace))
+
+    def close_listeners(self) -> None:
+        self.board.stopped = True
+        for listener in self.listeners:
+            listener.close()
 
     async def shutdown(self, grace: float) -> None:
         """Stop accepting at once, let connections finish for `grace` s, then close the rest spread out."""
         self.stopping = True
-        self.board.stopped = True
-        for listener in self.listeners:
-            listener.close()
+        self.close_listeners()
         if self.board.connections and grace > 0:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.board.empty.wait(), grace)

@@ -26,12 +26,13 @@ async def serve(config: EngineConfig) -> int:
     loop = asyncio.get_running_loop()
 
     def on_signal(sig: signal.Signals) -> None:
-        if engine.stopping:
+        again = engine.stopping
+        engine.request_stop()
+        if again:
             print(f"wsproxy: {sig.name} again: closing every connection now", flush=True)
         else:
             grace = config.timeouts.shutdown_grace
             print(f"wsproxy stopping on {sig.name}: no new connections; {grace:g} s grace for live ones", flush=True)
-        engine.request_stop()
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal, sig)

@@ -20,6 +20,9 @@ Start = Callable[..., Awaitable[EngineProc]]
 # The seed's `check interval=3000 rise=2 fall=5 timeout=1000`, with the interval shortened for the test.
 CHECK_FLAGS = ("--check", "tcp", "--check-interval", "200", "--rise", "2", "--fall", "5", "--check-timeout", "1000")
 DRAIN_SPREAD_S = 2.0  # [timeouts] drain_spread: closes at a drain deadline are spread over this window
+N_CLIENTS = 24  # 127.0.0.2 .. 127.0.0.25: the ring puts 8, 5, 7 and 4 of them on b1..b4
+IPS = [f"127.0.0.{i}" for i in range(2, 2 + N_CLIENTS)]
+MAX_IN_FLIGHT = 3  # messages a client may have unacknowledged when its connection closes (one every ~0.3 s)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -97,3 +100,18 @@ async def pool(
         yield Pool(engine=engine, nodes=nodes, clients=clients, config=config)
     finally:
         await clients.close()
+
+
+def assert_no_wrong_node(counts: dict[str, dict[str, int]]) -> None:
+    """No node answered a 400 (an unknown session: a request of a session that lives on another node)."""
+    for name, stats in counts.items():
+        assert stats["unknown_session"] == 0 and stats["bad_requests"] == 0, f"{name} answered 400s: {stats}"
+
+
+def assert_acks_accounted(pool: Pool) -> dict[str, int]:
+    """After the clients stopped: every message was acknowledged, or was in flight when its connection closed."""
+    totals = pool.clients.totals()
+    assert totals["sent"] - totals["acked"] == totals["lost_in_flight"], totals
+    worst = max((conn.lost for conn in pool.clients.conns), default=0)
+    assert worst <= MAX_IN_FLIGHT, f"a connection closed with {worst} messages unacknowledged"
+    return totals

@@ -376,6 +376,8 @@ class SioClient:
             await asyncio.sleep(delay)
             if self.sio.connected or self.stopping:
                 return
+            if self.sio.eio.state != "disconnected":  # python-engineio may take seconds to finish closing
+                continue
             with contextlib.suppress(socketio.exceptions.ConnectionError, ValueError):
                 await self.sio.connect(self.url)
                 return

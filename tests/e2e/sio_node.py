@@ -3,7 +3,7 @@
 It greets each new client with a `hello` event carrying its name, acknowledges every `msg` with the payload
 and its name, answers `GET /health` (200) and `GET /stats` (its counters, as JSON), counts every 400 it sends
 (an unknown session id is what a client whose requests land on different nodes gets), and on SIGTERM stops
-accepting, disconnects its clients cleanly and exits 0.
+accepting, closes its clients' connections cleanly (they reconnect) and exits 0.
 
     python tests/e2e/sio_node.py --name b1 [--port 0] [--pid-file b1.pid] [--stats-file b1.stats.jsonl]
 
@@ -82,10 +82,13 @@ class Node:
         return app
 
     async def close_clients(self) -> None:
-        """Say goodbye to every client (a Socket.IO DISCONNECT, then the transport closes)."""
-        for sid in list(self.clients):
+        """Close every client's connection, as a Node server's `io.close()` does at shutdown: no Socket.IO
+        goodbye (after which a client would not reconnect), the transport closes (a WebSocket close frame), so
+        each client reconnects by itself, through the proxy, to a node that is up."""
+        for sock in list(self.sio.eio.sockets.values()):
             with contextlib.suppress(Exception):
-                await self.sio.disconnect(sid)
+                await sock.close(wait=False, abort=True)
+                await sock.queue.put(None)  # ends its writer, which closes the WebSocket
 
 
 async def serve(name: str, host: str, port: int, pid_file: str | None, stats_file: str | None) -> int:

@@ -17,9 +17,8 @@ from typing import Any
 import pytest
 
 from tests.conftest import ROOT, CliResult, child_env, unit
-from tests.e2e.conftest import DRAIN_SPREAD_S, Pool
+from tests.e2e.conftest import DRAIN_SPREAD_S, IPS, Pool, assert_acks_accounted, assert_no_wrong_node
 from tests.e2e.fleet import Conn, SioClient, max_in_window
-from tests.e2e.test_e2e_socketio import IPS, assert_acks_accounted, assert_no_wrong_node
 
 SCRIPT = ROOT / "examples" / "rolling-restart.sh"
 RESTART = Path(__file__).with_name("restart_node.py")

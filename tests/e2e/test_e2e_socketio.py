@@ -12,27 +12,8 @@ import aiohttp
 import pytest
 
 from tests.conftest import run_cli, unit, wait_until
-from tests.e2e.conftest import Pool
-
-N_CLIENTS = 24
-IPS = [f"127.0.0.{i}" for i in range(2, 2 + N_CLIENTS)]
-MAX_IN_FLIGHT = 3  # messages a client may have unacknowledged when its connection closes (one every ~0.3 s)
-
-Counts = dict[str, dict[str, Any]]
-
-
-def assert_no_wrong_node(counts: Counts) -> None:
-    for name, stats in counts.items():
-        assert stats["unknown_session"] == 0 and stats["bad_requests"] == 0, f"{name} answered 400s: {stats}"
-
-
-def assert_acks_accounted(pool: Pool) -> dict[str, int]:
-    """After the clients stopped: every message was acknowledged, or was in flight when its connection closed."""
-    totals = pool.clients.totals()
-    assert totals["sent"] - totals["acked"] == totals["lost_in_flight"], totals
-    worst = max((conn.lost for conn in pool.clients.conns), default=0)
-    assert worst <= MAX_IN_FLIGHT, f"a connection closed with {worst} messages unacknowledged"
-    return totals
+from tests.e2e.conftest import IPS, Pool, assert_acks_accounted, assert_no_wrong_node
+from tests.e2e.fleet import max_in_window
 
 
 async def cli(pool: Pool, *args: str, timeout: float = 30.0) -> str:
@@ -148,3 +129,25 @@ async def test_node_killed(pool: Pool) -> None:
     totals = assert_acks_accounted(pool)
     assert_no_wrong_node({**await pool.nodes.counts(), f"{victim} before the kill": before_kill})
     print(f"\nnode killed: {victim} had {len(moved)} clients; reason {reason!r}; {totals}")
+
+
+async def test_node_sigterm_without_drain(pool: Pool) -> None:
+    """A node stopped by SIGTERM without a drain closes its clients; they reconnect elsewhere without an error."""
+    await pool.clients.start(IPS)
+    await pool.clients.wait_greeted()
+    await pool.clients.wait_acks(2)
+    name, group = max(pool.clients.by_node().items(), key=lambda item: len(item[1]))
+    stopped_at = time.time()
+    assert await pool.nodes.stop(name) == 0
+    await wait_until(lambda: all(c.node not in (None, name) for c in group), timeout=15.0, what="clients moved")
+    await pool.clients.wait_acks(2, group)
+    assert {c.conns[-2].reason for c in group} == {"transport error"}  # closed, not told off: they reconnect
+    assert pool.clients.errors() == []
+    assert pool.clients.problems() == []
+    # Without a drain they all come back in the same moment: the burst a drain deadline spreads out.
+    burst = max_in_window([c.conns[-1].connected_at for c in group], 1.0)
+    await pool.clients.close()
+    assert_acks_accounted(pool)
+    assert_no_wrong_node(await pool.nodes.counts())
+    assert all(c.conns[-1].connected_at > stopped_at for c in group)
+    print(f"\nSIGTERM without drain: {len(group)} clients of {name}, {burst} of them reconnected within 1 s")
