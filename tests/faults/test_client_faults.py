@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import shutil
 import signal
 import socket
@@ -15,7 +14,7 @@ import pytest
 
 from proxy_core.sniffer import HEAD_LIMIT
 from tests.conftest import EngineFactory, EngineProc, child_env, unit, wait_until
-from tests.integration.tcp_peers import TcpServer, echo, read_exactly
+from tests.integration.tcp_peers import TcpServer, cpu_seconds, echo, read_exactly, rss_kib
 
 
 def head_of_size(size: int) -> bytes:
@@ -23,14 +22,6 @@ def head_of_size(size: int) -> bytes:
     start = b"GET / HTTP/1.1\r\nHost: a\r\nX-Pad: "
     end = b"\r\n\r\n"
     return start + b"p" * (size - len(start) - len(end)) + end
-
-
-def _rss_kib(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise AssertionError("no VmRSS")
 
 
 async def test_head_cap_at_limit_minus_one_limit_and_plus_one(start_engine: EngineFactory) -> None:
@@ -71,7 +62,7 @@ async def test_one_mebibyte_head_refused_memory_flat(start_engine: EngineFactory
     backend = await TcpServer(echo, "e").start()
     try:
         engine = await start_engine("--backend", backend.flag, "--check", "none")
-        before = _rss_kib(engine.pid)
+        before = rss_kib(engine.pid)
         for _ in range(5):
             reader, writer = await asyncio.open_connection("127.0.0.1", engine.port)
             writer.write(b"GET / HTTP/1.1\r\nHost: a\r\nX-Big: " + b"b" * (1 << 20))
@@ -79,7 +70,7 @@ async def test_one_mebibyte_head_refused_memory_flat(start_engine: EngineFactory
                 await writer.drain()
             await asyncio.wait_for(_read_until_closed(reader), unit(2))
             writer.close()
-        assert _rss_kib(engine.pid) - before < 4 * 1024
+        assert rss_kib(engine.pid) - before < 4 * 1024
     finally:
         await backend.stop()
 
@@ -99,9 +90,9 @@ async def test_descriptor_exhaustion_backs_off_without_spinning(start_engine: En
             crowd.append(socket.create_connection(("127.0.0.1", engine.port), timeout=unit(2)))
         totals = await wait_until(lambda: _paused(engine), what="the engine to stop accepting")
         assert totals["max_clients"] < 100
-        cpu_before = _cpu_seconds(engine.pid)
+        cpu_before = cpu_seconds(engine.pid)
         await asyncio.sleep(1.0)  # measuring: CPU over one second while at the cap
-        assert _cpu_seconds(engine.pid) - cpu_before < 0.2, "the accept loop spins at the cap"
+        assert cpu_seconds(engine.pid) - cpu_before < 0.2, "the accept loop spins at the cap"
         early.write(b"\x00still")
         assert await read_exactly(early_reader, 6) == b"\x00still"
         for sock in crowd:
@@ -142,12 +133,6 @@ async def _accepting(engine: EngineProc) -> bool:
         return bool((await client.status())["totals"]["accepting"])
 
 
-def _cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 async def test_killed_event_subscriber_does_not_disturb_traffic(start_engine: EngineFactory) -> None:
     """An event-stream subscriber killed mid-stream: relayed traffic goes on, the engine drops it, memory flat."""
@@ -166,13 +151,13 @@ async def test_killed_event_subscriber_does_not_disturb_traffic(start_engine: En
                 if i == 100:
                     follower.send_signal(signal.SIGKILL)
             writer.close()
-            before = _rss_kib(engine.pid)
+            before = rss_kib(engine.pid)
             for _ in range(500):
                 r, w = await asyncio.open_connection("127.0.0.1", engine.port)
                 w.write(b"\x00x")
                 await read_exactly(r, 2)
                 w.close()
-            assert _rss_kib(engine.pid) - before < 4 * 1024
+            assert rss_kib(engine.pid) - before < 4 * 1024
         finally:
             with contextlib.suppress(ProcessLookupError):
                 follower.kill()

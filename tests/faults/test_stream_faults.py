@@ -13,17 +13,9 @@ import pytest
 from websockets.asyncio.client import connect
 
 from tests.conftest import EngineFactory, unit, wait_until
-from tests.integration.tcp_peers import TcpServer, echo, read_exactly
+from tests.integration.tcp_peers import TcpServer, echo, read_exactly, rss_kib
 from tests.integration.test_data_path import TAG, PoolFactory, _events_of
 from tests.integration.test_health_and_log import handshakes
-
-
-def _rss_kib(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise AssertionError("no VmRSS")
 
 
 async def test_half_close_both_directions(start_engine: EngineFactory) -> None:
@@ -93,13 +85,13 @@ async def test_slow_reader_keeps_memory_bounded(start_engine: EngineFactory) -> 
     backend = await TcpServer(pusher, "p").start()
     try:
         engine = await start_engine("--backend", backend.flag, "--check", "none")
-        before = _rss_kib(engine.pid)
+        before = rss_kib(engine.pid)
         sock = socket.create_connection(("127.0.0.1", engine.port))
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
         try:
             await asyncio.wait_for(blocked.wait(), unit(20))
             assert pushed < 32 * 1024 * 1024  # kernel buffers plus the engine's bounded buffers
-            growth = _rss_kib(engine.pid) - before
+            growth = rss_kib(engine.pid) - before
             assert growth < 8 * 1024, f"engine grew {growth} KiB"
         finally:
             sock.close()
@@ -199,9 +191,9 @@ async def test_event_flood_with_stalled_subscriber_keeps_memory_flat(start_engin
                 writer.close()
 
         await churn(3000)  # fills the ring buffer and the subscriber's queue
-        before = _rss_kib(engine.pid)
+        before = rss_kib(engine.pid)
         await churn(3000)
-        growth = _rss_kib(engine.pid) - before
+        growth = rss_kib(engine.pid) - before
         assert growth < 4 * 1024, f"engine grew {growth} KiB with a stalled subscriber"
         async with engine.client() as client:
             status = await client.status()

@@ -185,14 +185,6 @@ async def test_drained_server_keeps_connections_and_gets_no_new(start_engine: En
         writer.close()
 
 
-def _rss_kib(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise AssertionError("no VmRSS")
-
-
 async def test_removed_server_gets_no_new_connections(start_engine: EngineFactory, pool: PoolFactory) -> None:
     """After `remove`, a server receives no new connections."""
     b1, b2 = await pool(2)

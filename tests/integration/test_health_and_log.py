@@ -225,11 +225,3 @@ async def test_access_log_lines(start_engine: EngineFactory, tmp_path: Any) -> N
         assert {r["path"] for r in records} == {"/x"} and all(r["type"] == "close" for r in records)
     finally:
         await backend.stop()
-
-
-def _rss_kib(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise AssertionError("no VmRSS")
