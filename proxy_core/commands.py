@@ -131,6 +131,9 @@ def add_commands(commands: Any) -> None:
     p = command("wait-up", cmd_wait_up, "wait until a server's health check says up (exit 0)")
     p.add_argument("name", type=_name)
     p.add_argument("--timeout", type=_seconds, default=30.0, metavar="S", help="give up after S seconds (default 30)")
+    p.add_argument(
+        "--fresh", action="store_true", help="count only a check passed after this command started (after a restart)"
+    )
 
 
 # -- running ------------------------------------------------------------------------------------------
@@ -209,8 +212,7 @@ async def cmd_drain(client: ControlClient, args: argparse.Namespace) -> int:
     if args.timeout is not None and not args.wait:
         raise UsageError("drain: --timeout only applies with --wait")
     since = int((await client.status()).get("totals", {}).get("last_seq", 0)) if args.wait else 0
-    body: JSON = {} if args.deadline is None else {"deadline_s": args.deadline}
-    server = await _forced(client, "POST", f"/v1/servers/{args.name}/drain", body, args.force)
+    server = await client.drain(args.name, args.deadline, force=args.force)
     print(describe(server))
     if not args.wait:
         return EXIT_OK
@@ -223,13 +225,12 @@ async def cmd_undrain(client: ControlClient, args: argparse.Namespace) -> int:
 
 
 async def cmd_weight(client: ControlClient, args: argparse.Namespace) -> int:
-    body: JSON = {"weight": args.weight}
-    print(describe(await _forced(client, "PUT", f"/v1/servers/{args.name}/weight", body, args.force)))
+    print(describe(await client.set_weight(args.name, args.weight, force=args.force)))
     return EXIT_OK
 
 
 async def cmd_disable(client: ControlClient, args: argparse.Namespace) -> int:
-    print(describe(await _forced(client, "POST", f"/v1/servers/{args.name}/disable", None, args.force)))
+    print(describe(await client.disable(args.name, force=args.force)))
     return EXIT_OK
 
 
@@ -264,14 +265,8 @@ async def cmd_events(client: ControlClient, args: argparse.Namespace) -> int:
 
 async def cmd_wait_up(client: ControlClient, args: argparse.Namespace) -> int:
     since = int((await client.status()).get("totals", {}).get("last_seq", 0))
-    return await wait_up(client, args.name, since, args.timeout, sys.stdout)
-
-
-async def _forced(client: ControlClient, method: str, path: str, body: JSON | None, force: bool) -> JSON:
-    """A mutation with `?force=true`; ControlClient's drain/disable/set_weight do not take `force` yet."""
-    params: dict[str, str | int] | None = {"force": "true"} if force else None
-    result: JSON = await client._request(method, path, body=body, params=params)
-    return result
+    after = time.time() if args.fresh else None
+    return await wait_up(client, args.name, since, args.timeout, sys.stdout, after)
 
 
 # -- waiting ----------------------------------------------------------------------------------------
@@ -341,14 +336,23 @@ async def wait_drained(client: ControlClient, name: str, since: int, timeout: fl
     return EXIT_FAILED
 
 
-async def wait_up(client: ControlClient, name: str, since: int, timeout: float | None, out: TextIO) -> int:
-    """`wait-up`: exit 0 once the health check says up, 1 at the timeout."""
+async def wait_up(
+    client: ControlClient, name: str, since: int, timeout: float | None, out: TextIO, after: float | None = None
+) -> int:
+    """`wait-up`: exit 0 once the health check says up (with `after`, up by a check passed since then)."""
+
+    def is_up(server: JSON) -> bool:
+        health = server.get("health", {})
+        if health.get("status") != "up":
+            return False
+        return after is None or (health.get("last_result") == "ok" and (health.get("last_check") or 0) >= after)
+
     ok, server = await _wait_for(
         client,
         name,
         since,
         timeout,
-        lambda s: s.get("health", {}).get("status") == "up",
+        is_up,
         lambda s: f"{name}: {health_label(s)}",
         out,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import tomllib
 from collections.abc import Mapping
@@ -69,6 +70,7 @@ class EngineConfig:
     access_log: str | None = None  # "-" for stdout, or a file path
     state_file: str | None = None
     max_clients: int = 0  # 0: derived from the file-descriptor limit
+    workers: int = 1  # engine processes sharing the listeners (proxy_core.workers); 1 = no supervisor
     timeouts: TimeoutConfig = field(default_factory=TimeoutConfig)
     check: CheckConfig = field(default_factory=CheckConfig)
     control: ControlConfig = field(default_factory=ControlConfig)
@@ -102,6 +104,17 @@ def parse_listen(key: str, value: object) -> tuple[str, int]:
         host, _ = parse_address(key, value.rstrip()[:-1] + "1")
         return host, 0
     return parse_address(key, value)
+
+
+def parse_workers(key: str, value: object) -> int:
+    """A number of engine processes, or "auto": one per core."""
+    if value == "auto":
+        return os.cpu_count() or 1
+    if isinstance(value, str) and value.isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 256:
+        raise ConfigError(key, value, 'an integer in 1..256, or "auto" (one per core)')
+    return value
 
 
 def validate_name(key: str, value: object) -> str:
@@ -250,7 +263,7 @@ def check_unique(servers: tuple[ServerConfig, ...]) -> None:
 
 TOP_KEYS = (
     "listen", "balance", "retries", "tcp_nodelay", "handshake_log", "access_log", "state_file",
-    "max_clients", "server", "check", "timeouts", "control",
+    "max_clients", "server", "check", "timeouts", "control", "workers",
 )  # fmt: skip
 
 
@@ -273,6 +286,8 @@ def parse_config(data: Mapping[str, Any]) -> EngineConfig:
         changes["retries"] = _int("retries", table["retries"], 0, 100)
     if "max_clients" in table:
         changes["max_clients"] = _int("max_clients", table["max_clients"], 0)
+    if "workers" in table:
+        changes["workers"] = parse_workers("workers", table["workers"])
     for key in ("tcp_nodelay", "handshake_log"):
         if key in table:
             changes[key] = _bool(key, table[key])

@@ -16,6 +16,7 @@ from proxy_core.config import (
     parse_check,
     parse_check_flag,
     parse_listen,
+    parse_workers,
 )
 from proxy_core.errors import ConfigError
 
@@ -47,6 +48,7 @@ def add_engine_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--shutdown-grace", type=float, metavar="S", help="grace for connections on SIGTERM (default 10)"
     )
+    parser.add_argument("--workers", metavar="N|auto", help="engine processes sharing the listeners (default 1)")
     parser.add_argument("--no-handshake-log", action="store_true", help="do not parse heads (lean mode)")
     parser.add_argument(
         "--state-file", metavar="PATH", help="runtime changes survive restarts (default: beside the control socket)"
@@ -104,6 +106,8 @@ def build_config(args: argparse.Namespace) -> EngineConfig:
         if not 0 <= args.retries <= 100:
             raise ConfigError("--retries", args.retries, "an integer in 0..100")
         changes["retries"] = args.retries
+    if args.workers is not None:
+        changes["workers"] = parse_workers("--workers", args.workers)
     if args.no_handshake_log:
         changes["handshake_log"] = False
     if args.access_log:

@@ -21,12 +21,18 @@ class Listener:
     """One `host:port` the engine accepts on."""
 
     def __init__(
-        self, host: str, port: int, factory: Callable[[], asyncio.Protocol] = asyncio.Protocol, backlog: int = BACKLOG
+        self,
+        host: str,
+        port: int,
+        factory: Callable[[], asyncio.Protocol] = asyncio.Protocol,
+        backlog: int = BACKLOG,
+        reuse_port: bool = False,
     ) -> None:
         self.host = host
         self.port = port
         self.factory = factory
         self.backlog = backlog
+        self.reuse_port = reuse_port  # workers share the port; the kernel spreads connections over them
         self.sock: socket.socket | None = None
         self.server: asyncio.AbstractServer | None = None
         self.address = format_address(host, port)
@@ -41,6 +47,8 @@ class Listener:
         sock = socket.socket(family, socket.SOCK_STREAM)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if self.reuse_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             sock.bind(sockaddr)
             sock.listen(self.backlog)
             sock.setblocking(False)

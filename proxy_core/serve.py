@@ -18,7 +18,12 @@ from proxy_core.loop import loop_name, run
 
 async def serve(config: EngineConfig) -> int:
     control_path = config.control.socket or default_control_path()
-    engine = Engine(config, control_path)
+    if config.workers > 1:
+        from proxy_core.workers.supervisor import Supervisor
+
+        engine: Engine = Supervisor(config, control_path)
+    else:
+        engine = Engine(config, control_path)
     await engine.start()
     from proxy_core.control.server import start_control
 

@@ -275,7 +275,7 @@ class SioClient:
         self.acked = 0
         self.seq = 0
         self.stopping = False
-        # Socket.IO's automatic reconnection, with a shorter delay than the browser's 1 s +- 0.5 s.
+        # Socket.IO's automatic reconnection, with a shorter delay than the browser client's 1 s +- 50 %.
         self.sio = _Client(
             reconnection=True,
             reconnection_delay=0.25,
@@ -283,7 +283,7 @@ class SioClient:
             reconnection_delay_max=2.0,
             request_timeout=unit(5.0),
             handle_sigint=False,
-            http_session=self._new_session,  # a factory: one session (and keep-alive pool) per connection
+            http_session=self._new_session,  # a factory: a fresh session for each connection, closed with it
         )
         self.sio.owner = self
         self.sio.on("connect", self._on_connect)

@@ -1,0 +1,116 @@
+"""`--workers 1` against `--workers 2`: proxy CPU per unit of work, and the new-connection rate.
+
+Run as `python bench/workers_bench.py [--duration S] [--rounds R] [--json FILE]` (about 1 min with defaults).
+The proxy tree (supervisor and workers) runs unpinned on every core; wrk and the backends (bench/backends.py,
+two ports, round robin) are pinned to the load core, as in bench/run.py. Lean settings for both columns:
+`--check none --no-handshake-log`. Figures per column: requests/s and µs of proxy CPU per request with
+keep-alive (`wrk -t1 -c50`), connections/s and µs of proxy CPU per connection with `Connection: close`.
+Rounds alternate the columns, so a noisy neighbour hurts both; the best round of each is reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from loadgen import LOAD_CPU, run_wrk
+from measure import cpu_seconds
+from procs import Launcher, free_port, raise_nofile, wait_port
+
+ROOT = Path(__file__).resolve().parents[1]
+BACKENDS = str(Path(__file__).with_name("backends.py"))
+ALL_CPUS = f"0-{(os.cpu_count() or 1) - 1}"
+
+
+def start_proxy(launcher: Launcher, workers: int, ports: list[int], tmp: str) -> tuple[Any, int]:
+    port = free_port()
+    argv = [
+        sys.executable, "-m", "proxy_core", "serve", "--listen", f"127.0.0.1:{port}",
+        "--backend", f"127.0.0.1:{ports[0]}", "--backend", f"127.0.0.1:{ports[1]}",
+        "--check", "none", "--no-handshake-log", "--workers", str(workers),
+        "--control", f"{tmp}/ctl{workers}.sock", "--state-file", f"{tmp}/state{workers}.json",
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = launcher.start(argv, ALL_CPUS, f"wsproxy-w{workers}", env=env, cwd=tmp)  # type: ignore[arg-type]
+    wait_port(port, proc)
+    time.sleep(0.5)  # every worker listening (the first one answering is not enough)
+    return proc, port
+
+
+def measure(launcher: Launcher, proc: Any, port: int, duration: float) -> dict[str, float]:
+    run_wrk(launcher, port, proc.pid, duration=1, close=True)  # warm-up
+    own0 = cpu_seconds(proc.pid)  # the supervisor alone (with N=1, the whole engine)
+    keep, kw = run_wrk(launcher, port, proc.pid, duration=duration)
+    close, cw = run_wrk(launcher, port, proc.pid, duration=duration, close=True)
+    assert kw.cpu_s is not None and cw.cpu_s is not None
+    own = cpu_seconds(proc.pid) - own0
+    return {
+        "keepalive_rps": keep["requests"] / keep["seconds"],
+        "keepalive_cpu_us": kw.cpu_s * 1e6 / max(1, keep["requests"]),
+        "close_cps": close["requests"] / close["seconds"],
+        "close_cpu_us": cw.cpu_s * 1e6 / max(1, close["requests"]),
+        "close_p99_ms": close["p99"] or 0.0,
+        "errors": keep["errors"] + close["errors"],
+        "supervisor_cpu_pct": own * 100 / (kw.wall_s + cw.wall_s),
+    }
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--duration", type=float, default=5.0)
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--json", metavar="FILE")
+    args = p.parse_args()
+    raise_nofile()
+    with tempfile.TemporaryDirectory(prefix="wsproxy-wbench-") as tmp:
+        launcher = Launcher(Path(tmp))
+        try:
+            ports = [free_port(), free_port()]
+            backends = launcher.start([sys.executable, BACKENDS, "--port", str(ports[0]), "--port", str(ports[1])],
+                                      LOAD_CPU, "backends")  # fmt: skip
+            for backend_port in ports:
+                wait_port(backend_port, backends)
+            proxies = {n: start_proxy(launcher, n, ports, tmp) for n in (1, 2)}
+            rounds: dict[int, list[dict[str, float]]] = {1: [], 2: []}
+            for _ in range(args.rounds):
+                for n, (proc, port) in proxies.items():
+                    rounds[n].append(measure(launcher, proc, port, args.duration))
+        finally:
+            launcher.stop_all()
+    best = {
+        n: {
+            "keepalive_rps": max(r["keepalive_rps"] for r in rs),
+            "keepalive_cpu_us": min(r["keepalive_cpu_us"] for r in rs),
+            "close_cps": max(r["close_cps"] for r in rs),
+            "close_cpu_us": min(r["close_cpu_us"] for r in rs),
+            "errors": sum(r["errors"] for r in rs),
+            "supervisor_cpu_pct": min(r["supervisor_cpu_pct"] for r in rs),
+        }
+        for n, rs in rounds.items()
+    }
+    print(f"cores: {os.cpu_count()}; proxy unpinned ({ALL_CPUS}); wrk and backends on CPU {LOAD_CPU}")
+    print(f"{'':28}{'workers=1':>12}{'workers=2':>12}{'2 vs 1':>10}")
+    for key, label in (
+        ("keepalive_rps", "keep-alive requests/s"),
+        ("keepalive_cpu_us", "µs proxy CPU / request"),
+        ("close_cps", "new connections/s"),
+        ("close_cpu_us", "µs proxy CPU / connection"),
+        ("errors", "wrk errors"),
+        ("supervisor_cpu_pct", "% CPU of the top process"),
+    ):
+        one, two = best[1][key], best[2][key]
+        ratio = f"{(two / one - 1) * 100:+.1f} %" if one else "-"
+        print(f"{label:28}{one:12.1f}{two:12.1f}{ratio:>10}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"best": best, "rounds": rounds}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
