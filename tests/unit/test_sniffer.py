@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import random
+
+import aiohttp.helpers
+import aiohttp.streams
 import pytest
 
+from proxy_core import sniffer as sniffer_module
 from proxy_core.sniffer import (
     HEAD_LIMIT,
     MAX_VALUE_CHARS,
@@ -422,3 +428,325 @@ def test_empty_feed_keeps_pending() -> None:
     request, response = RequestSniffer(), ResponseSniffer()
     assert not request.feed(b"") and not response.feed(b"")
     assert request.state == response.state == "pending"
+
+
+# -- parsers -------------------------------------------------------------------------------
+
+
+def http_head(method: str = "GET", path: str = "/", host: str | None = "h", **fields: object) -> RequestHead:
+    """A record of a plain (non-upgrade) request, with `fields` overriding the defaults."""
+    values: dict[str, object] = {
+        "kind": "http",
+        "method": method,
+        "path": path,
+        "host": host,
+        "origin": None,
+        "user_agent": None,
+        "ws_version": None,
+        "ws_protocol": None,
+        "ws_extensions": None,
+        "has_ws_key": False,
+    }
+    values.update(fields)
+    return RequestHead(**values)  # type: ignore[arg-type]
+
+
+# Heads llhttp reads itself: the usual upgrades, bodies it must not wait for, obs-text values.
+LLHTTP_REQUESTS = [
+    pytest.param(UPGRADE + FRAME, UPGRADE_HEAD, id="upgrade-then-frame"),
+    pytest.param(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n", http_head(), id="plain-get"),
+    pytest.param(
+        b"GET /ws HTTP/1.1\r\nHost: h\r\nUpgrade: WebSocket\r\nConnection: keep-alive, Upgrade\r\n"
+        b"Sec-WebSocket-Protocol: a\r\nSec-WebSocket-Protocol: b\r\n\r\n",
+        http_head(path="/ws", kind="websocket", ws_protocol="a, b"),
+        id="connection-list-repeated-protocol",
+    ),
+    pytest.param(
+        b"POST /api HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello", http_head("POST", "/api"), id="length-body"
+    ),
+    pytest.param(
+        b"PUT /x HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        http_head("PUT", "/x"),
+        id="chunked-body",
+    ),
+    pytest.param(
+        b"GET /ws HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nContent-Length: 3\r\n\r\nabc",
+        http_head(path="/ws", kind="websocket"),
+        id="upgrade-with-body",
+    ),
+    pytest.param(
+        b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n\x16\x03\x01",
+        http_head("CONNECT", "example.com:443", "example.com:443"),
+        id="connect",
+    ),
+    pytest.param(b"OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n", http_head("OPTIONS", "*"), id="asterisk-form"),
+    pytest.param(b"GET /old HTTP/1.0\r\n\r\n", http_head(path="/old", host=None), id="http-1.0-no-host"),
+    pytest.param(
+        b"GET / HTTP/1.1\r\nHost: h\r\nUser-Agent: caf\xe9\r\nCookie: \xff\r\n\r\n",
+        http_head(user_agent="café"),
+        id="obs-text-read-as-iso-8859-1",
+    ),
+]
+LLHTTP_RESPONSES = [
+    pytest.param(SWITCHING + FRAME, SWITCHING_HEAD, id="101-then-frame"),
+    pytest.param(
+        b"HTTP/1.1 403 Forbidden\r\nContent-Length: 9\r\n\r\nForbidden",
+        ResponseHead(403, "Forbidden", None),
+        id="length-body",
+    ),
+    pytest.param(
+        b"HTTP/1.1 400 Bad Request\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nbad\r\n0\r\n\r\n",
+        ResponseHead(400, "Bad Request", None),
+        id="chunked-body",
+    ),
+    pytest.param(b"HTTP/1.0 503 Busy\r\n\r\n", ResponseHead(503, "Busy", None), id="1.0"),
+    pytest.param(b"HTTP/1.1 200\r\n\r\n", ResponseHead(200, "", None), id="no-reason-phrase"),
+    pytest.param(b"HTTP/1.1 200 Caf\xe9\r\n\r\n", ResponseHead(200, "Café", None), id="obs-text-reason"),
+]
+
+
+def require_llhttp(monkeypatch: pytest.MonkeyPatch) -> None:
+    """llhttp must decide: reaching the websockets/h11 path fails the test."""
+    if sniffer_module._LLHTTP_REQUEST is None or sniffer_module._LLHTTP_RESPONSE is None:
+        pytest.skip("aiohttp runs without its C extension (llhttp)")
+
+    def fell_back(head: bytes) -> object:
+        raise AssertionError(f"llhttp did not decide {head!r}")
+
+    monkeypatch.setattr(sniffer_module, "_parse_request_fallback", fell_back)
+    monkeypatch.setattr(sniffer_module, "_parse_response_fallback", fell_back)
+
+
+@pytest.fixture
+def llhttp_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    require_llhttp(monkeypatch)
+
+
+def test_llhttp_is_the_parser_when_aiohttp_has_it() -> None:
+    """With aiohttp's C extension importable (and not switched off), its llhttp parsers are the sniffer's."""
+    c_parser = pytest.importorskip("aiohttp._http_parser")
+    if aiohttp.helpers.NO_EXTENSIONS:
+        pytest.skip("AIOHTTP_NO_EXTENSIONS is set")
+    assert sniffer_module._LLHTTP_REQUEST is c_parser.HttpRequestParser
+    assert sniffer_module._LLHTTP_RESPONSE is c_parser.HttpResponseParser
+
+
+@pytest.mark.parametrize(("data", "head"), LLHTTP_REQUESTS)
+def test_llhttp_decides_usual_requests(llhttp_only: None, data: bytes, head: RequestHead) -> None:
+    """The usual requests, with or without a body, are read by llhttp alone."""
+    sniffer = RequestSniffer()
+    assert sniffer.feed(data)
+    assert (sniffer.state, sniffer.head, sniffer.error) == ("done", head, None)
+
+
+@pytest.mark.parametrize(("data", "head"), LLHTTP_RESPONSES)
+def test_llhttp_decides_usual_responses(llhttp_only: None, data: bytes, head: ResponseHead) -> None:
+    """The usual responses, with or without a body, are read by llhttp alone."""
+    sniffer = ResponseSniffer()
+    assert sniffer.feed(data)
+    assert (sniffer.state, sniffer.head, sniffer.error) == ("done", head, None)
+
+
+# Heads llhttp refuses, or would read unlike websockets and h11: those two decide, as they always did.
+OTHER_PARSER_REQUESTS = [
+    pytest.param(b"GET /lf HTTP/1.1\nHost: h\n\n", http_head(path="/lf"), id="bare-lf"),
+    pytest.param(b"GET /\x1b[2J HTTP/1.1\r\nHost: h\r\n\r\n", http_head(path="/\\x1b[2J"), id="control-in-target"),
+    pytest.param(b"GET / HTTP/1.1\r\n\r\n", http_head(host=None), id="http-1.1-no-host"),
+    pytest.param(b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", http_head(host="a, b"), id="repeated-host"),
+    pytest.param(b"FOO /x HTTP/1.1\r\nHost: h\r\n\r\n", http_head("FOO", "/x"), id="unregistered-method"),
+    pytest.param(b"GET / HTTP/1.2\r\nHost: h\r\n\r\n", http_head(), id="http-1.2"),
+    pytest.param(b"GET / HTTP/1.1\r\nHost: h\r\nX: a\r\n b\r\n\r\n", http_head(), id="folded-line"),
+    pytest.param(b"GET  / HTTP/1.1\r\nHost: h\r\n\r\n", None, id="two-spaces-before-target"),
+    pytest.param(b"PUT / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip\r\n\r\n", None, id="coding-not-chunked"),
+    pytest.param(
+        b"PUT / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", None, id="coding-then-chunked"
+    ),
+]
+OTHER_PARSER_RESPONSES = [
+    pytest.param(b"HTTP/1.1 099 Low\r\n\r\n", None, id="status-under-100"),
+    pytest.param(b"HTTP/1.1 404 Not\x00Found\r\n\r\n", None, id="nul-in-reason"),
+    pytest.param(b"HTTP/1.1 101 OK\r\nUpgrade  : websocket\r\n\r\n", None, id="space-before-colon"),
+    pytest.param(b"HTTP/1.1 101 OK\r\nContent-Length 0X: y\r\n\r\n", None, id="space-in-name"),
+    pytest.param(b"HTTP/1.1 101 OK\r\nSec-WebSocket-Protocol: \r\r\n\r\n", None, id="lone-cr"),
+    pytest.param(
+        b"HTTP/1.1 101 OK\r\nSec-WebSocket-Protocol: a\x01b\r\n\r\n",
+        ResponseHead(101, "OK", "a\\x01b"),
+        id="control-in-value",
+    ),
+    pytest.param(
+        b"HTTP/1.1 101 OK\r\nSec-WebSocket-Protocol: a\r\n b\r\n\r\n", ResponseHead(101, "OK", "a b"), id="folded-line"
+    ),
+    pytest.param(b"HTTP/1.1 101 OK\nSec-WebSocket-Protocol: a\n\n", ResponseHead(101, "OK", "a"), id="bare-lf"),
+    pytest.param(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", ResponseHead(200, "OK", None), id="coding"),
+]
+
+
+def spy_on(monkeypatch: pytest.MonkeyPatch, name: str) -> list[bytes]:
+    """Record the heads passed to sniffer_module.<name>, which still runs."""
+    calls: list[bytes] = []
+    real = getattr(sniffer_module, name)
+
+    def spy(head: bytes) -> object:
+        calls.append(head)
+        return real(head)
+
+    monkeypatch.setattr(sniffer_module, name, spy)
+    return calls
+
+
+@pytest.mark.parametrize(("data", "head"), OTHER_PARSER_REQUESTS)
+def test_requests_llhttp_refuses_or_misreads_go_to_the_other_parsers(
+    monkeypatch: pytest.MonkeyPatch, data: bytes, head: RequestHead | None
+) -> None:
+    """websockets and h11 decide these requests: recorded if either takes them, else an error with a reason."""
+    calls = spy_on(monkeypatch, "_parse_request_fallback")
+    sniffer = RequestSniffer()
+    assert sniffer.feed(data)
+    assert calls == [data]
+    if head is None:
+        assert sniffer.state == "error" and sniffer.error and sniffer.head is None
+    else:
+        assert (sniffer.state, sniffer.head, sniffer.error) == ("done", head, None)
+
+
+@pytest.mark.parametrize(("data", "head"), OTHER_PARSER_RESPONSES)
+def test_responses_llhttp_refuses_or_misreads_go_to_the_other_parsers(
+    monkeypatch: pytest.MonkeyPatch, data: bytes, head: ResponseHead | None
+) -> None:
+    """websockets and h11 decide these responses, lenient llhttp (aiohttp's response mode) not."""
+    calls = spy_on(monkeypatch, "_parse_response_fallback")
+    sniffer = ResponseSniffer()
+    assert sniffer.feed(data)
+    assert calls == [data]
+    if head is None:
+        assert sniffer.state == "error" and sniffer.error and sniffer.head is None
+    else:
+        assert (sniffer.state, sniffer.head, sniffer.error) == ("done", head, None)
+
+
+@pytest.mark.parametrize(
+    ("cls", "data"),
+    [
+        pytest.param(RequestSniffer, p.values[0], id="request-" + str(p.id))
+        for p in LLHTTP_REQUESTS + OTHER_PARSER_REQUESTS
+    ]
+    + [
+        pytest.param(ResponseSniffer, p.values[0], id="response-" + str(p.id))
+        for p in LLHTTP_RESPONSES + OTHER_PARSER_RESPONSES
+    ],
+)
+def test_without_llhttp_every_record_is_the_same(
+    monkeypatch: pytest.MonkeyPatch, cls: type[Sniffer], data: bytes
+) -> None:
+    """Without aiohttp's C extension the websockets/h11 path gives each head the same outcome."""
+    with_llhttp = cls()
+    with_llhttp.feed(data)
+    monkeypatch.setattr(sniffer_module, "_LLHTTP_REQUEST", None)
+    monkeypatch.setattr(sniffer_module, "_LLHTTP_RESPONSE", None)
+    without = cls()
+    without.feed(data)
+    assert (without.state, without.head, without.error) == (with_llhttp.state, with_llhttp.head, with_llhttp.error)
+
+
+@pytest.mark.parametrize("parsers", ["llhttp", "websockets-h11"])
+def test_no_event_loop_is_created_or_needed(monkeypatch: pytest.MonkeyPatch, parsers: str) -> None:
+    """Sniffing heads with bodies, upgrades and CONNECT asks asyncio for no loop and makes none."""
+    if parsers == "llhttp":
+        require_llhttp(monkeypatch)
+    else:
+        monkeypatch.setattr(sniffer_module, "_LLHTTP_REQUEST", None)
+        monkeypatch.setattr(sniffer_module, "_LLHTTP_RESPONSE", None)
+
+    def no_loop(*args: object, **kwargs: object) -> None:
+        raise AssertionError("an event loop was asked for")
+
+    for module in (asyncio, asyncio.events):
+        for name in ("get_event_loop", "new_event_loop", "get_running_loop"):
+            monkeypatch.setattr(module, name, no_loop)
+    monkeypatch.setattr(asyncio.BaseEventLoop, "__init__", no_loop)
+    # The trap is live: the body reader aiohttp makes for a body (without response_with_body=False) trips it.
+    with pytest.raises(AssertionError, match="event loop"):
+        aiohttp.streams.StreamReader(None, 2**16)  # type: ignore[arg-type]
+    with pytest.raises(AssertionError, match="event loop"):
+        asyncio.new_event_loop()
+
+    for param in LLHTTP_REQUESTS + LLHTTP_RESPONSES:
+        data, head = param.values
+        assert isinstance(data, bytes)
+        sniffer = RequestSniffer() if isinstance(head, RequestHead) else ResponseSniffer()
+        assert sniffer.feed(data)
+        assert (sniffer.state, sniffer.head) == ("done", head)
+
+
+# Bytes that make a head interesting to the parsers: controls, line ends, spacing, framing fields.
+MUTATIONS = [
+    *(bytes([b]) for b in (0x00, 0x01, 0x09, 0x0D, 0x0A, 0x1B, 0x20, 0x7F, 0x80, 0xFF)),
+    b"  ",
+    b"\r\n",
+    b":",
+    b",",
+    b"/",
+    b"0",
+    b"HTTP/1.0",
+    b"HTTP/1.2",
+    b"Host: x\r\n",
+    b"Host: y\r\n",
+    b"Upgrade: websocket\r\n",
+    b"Content-Length: 3\r\n",
+    b"Content-Length: x\r\n",
+    b"Transfer-Encoding: chunked\r\n",
+    b"Transfer-Encoding: gzip\r\n",
+    b"Sec-WebSocket-Protocol: p\r\n",
+    b" folded\r\n",
+    b"X : y\r\n",
+]
+MUTATED_BASES: list[tuple[type[Sniffer], bytes]] = [
+    (RequestSniffer, UPGRADE),
+    (RequestSniffer, b"POST /api HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello"),
+    (RequestSniffer, b"PUT /x HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
+    (ResponseSniffer, SWITCHING),
+    (ResponseSniffer, b"HTTP/1.1 403 Forbidden\r\nContent-Length: 9\r\n\r\nForbidden"),
+    (ResponseSniffer, b"HTTP/1.1 400 Bad Request\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
+]
+
+
+def mutate(rng: random.Random, data: bytes) -> bytes:
+    """`data` with one to three bytes runs inserted, deleted or replaced, or its CRLFs made bare LFs."""
+    out = bytearray(data)
+    for _ in range(rng.randint(1, 3)):
+        at, roll = rng.randrange(len(out) + 1), rng.random()
+        if roll < 0.4:
+            out[at:at] = rng.choice(MUTATIONS)
+        elif roll < 0.65:
+            del out[at : at + rng.randint(1, 4)]
+        elif roll < 0.9:
+            out[at : at + 1] = rng.choice(MUTATIONS)
+        else:
+            out = bytearray(bytes(out).replace(b"\r\n", b"\n", rng.choice([1, -1])))
+    return bytes(out)
+
+
+def test_mutated_heads_read_alike_with_and_without_llhttp(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A seeded differential fuzz: llhttp's outcome for every mutated head is the websockets/h11 one."""
+    if sniffer_module._LLHTTP_REQUEST is None or sniffer_module._LLHTTP_RESPONSE is None:
+        pytest.skip("aiohttp runs without its C extension (llhttp)")
+    rng = random.Random(1729)
+    cases = [(cls, mutate(rng, base)) for cls, base in (rng.choice(MUTATED_BASES) for _ in range(2000))]
+
+    def outcomes() -> list[tuple[str, RequestHead | ResponseHead | None, str | None]]:
+        results: list[tuple[str, RequestHead | ResponseHead | None, str | None]] = []
+        for cls, data in cases:
+            sniffer = cls()
+            sniffer.feed(data)
+            results.append((sniffer.state, sniffer.head, sniffer.error))
+        return results
+
+    fallbacks = [spy_on(monkeypatch, "_parse_request_fallback"), spy_on(monkeypatch, "_parse_response_fallback")]
+    with_llhttp = outcomes()
+    parsed = sum(state in ("done", "error") for state, _, _ in with_llhttp)
+    by_llhttp = parsed - sum(len(calls) for calls in fallbacks)
+    monkeypatch.setattr(sniffer_module, "_LLHTTP_REQUEST", None)
+    monkeypatch.setattr(sniffer_module, "_LLHTTP_RESPONSE", None)
+    without = outcomes()
+    assert [(data, a, b) for (_, data), a, b in zip(cases, with_llhttp, without, strict=True) if a != b] == []
+    assert by_llhttp > 300 and parsed - by_llhttp > 300  # the fuzz reaches both paths
