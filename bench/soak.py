@@ -130,6 +130,63 @@ async def echo_main(port: int) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# Backend supervisor: owns the echo processes; SIGKILLs and restarts them on command.
+#
+# A separate process on purpose: reaping a SIGKILLed echo backend was seen to freeze the reaping process for
+# seconds to minutes on this machine (a thread stuck in waitpid(WNOHANG), and meanwhile the same process's
+# event loop not waking from epoll_wait); the orchestrator, which keeps the time, must never be that process.
+
+
+def spawn_echo(port: int) -> subprocess.Popen[bytes]:
+    """One echo backend (inherits this process's CPU pinning); returns once it listens."""
+    proc = subprocess.Popen([sys.executable, SOAK, "echo", "--port", str(port)], stdout=subprocess.PIPE)
+    assert proc.stdout is not None
+    ready = proc.stdout.readline()  # the echo prints READY once listening, or exits if the port is taken
+    if not ready.startswith(b"READY"):
+        proc.kill()
+        raise RuntimeError(f"echo backend on port {port} did not start (exit {proc.wait()})")
+    return proc
+
+
+async def supervisor_main(ports: dict[str, int]) -> None:
+    """Commands on stdin: `kill NAME DOWN_S` (SIGKILL now, restart after DOWN_S), `stop`. Reports on stdout:
+    `KILLED {name, mono, wall}` (times taken just before the signal), `RESTARTED {name, mono}`, `REAPED {name, s}`."""
+    loop = asyncio.get_running_loop()
+    procs = {name: spawn_echo(port) for name, port in ports.items()}
+    emit("READY", pids={n: p.pid for n, p in procs.items()})
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def reap(name: str, proc: subprocess.Popen[bytes], t: float) -> None:
+        await asyncio.to_thread(proc.wait)
+        emit("REAPED", name=name, s=time.monotonic() - t)
+
+    async def restart(name: str, down_s: float) -> None:
+        await asyncio.sleep(down_s)
+        procs[name] = await asyncio.to_thread(spawn_echo, ports[name])
+        emit("RESTARTED", name=name, mono=time.monotonic())
+
+    while line := await reader.readline():
+        cmd = line.decode().split()
+        if cmd[:1] == ["kill"] and procs.get(cmd[1]) is not None:
+            name, proc = cmd[1], procs.pop(cmd[1])
+            mono, wall = time.monotonic(), time.time()
+            proc.kill()  # SIGKILL, by PID
+            emit("KILLED", name=name, mono=mono, wall=wall)
+            for coro in (reap(name, proc, mono), restart(name, float(cmd[2]))):
+                task = loop.create_task(coro)
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+        elif cmd[:1] == ["stop"]:
+            break
+    for task in list(tasks):
+        task.cancel()
+    for proc in procs.values():
+        proc.terminate()
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # Client process: N connections, each checking its echo byte by byte and by SHA-256.
 
 
@@ -435,7 +492,7 @@ class Sample:
 class Backend:
     name: str
     port: int
-    proc: subprocess.Popen[bytes] | None = None
+    up: bool = True
 
 
 class Soak:
@@ -452,6 +509,11 @@ class Soak:
         self.control = str(workdir / "ctl.sock")
         self.clients: list[subprocess.Popen[bytes]] = []
         self.kills: list[Kill] = []
+        self.pending_kills: dict[str, Kill] = {}  # the latest kill asked for, by server
+        self.killed: dict[str, asyncio.Event] = {}
+        self.tasks: list[asyncio.Task[None]] = []
+        self.supervisor: subprocess.Popen[bytes] | None = None
+        self.by_name: dict[str, Backend] = {}
         self.samples: list[Sample] = []
         self.reports: dict[str, list[dict[str, Any]]] = {}
         self.results: list[dict[str, Any]] = []
@@ -468,19 +530,34 @@ class Soak:
 
     # -- processes ---------------------------------------------------------------------------------------------
 
-    def start_backend(self, b: Backend) -> None:
-        """Start (or restart) one echo backend; it prints READY once it listens, and exits if the port is taken.
+    async def start_supervisor(self) -> asyncio.StreamReader:
+        """The backend supervisor process (CPU 1) and its echo backends; returns its stdout, READY consumed."""
+        ports = [x for b in self.backends for x in ("--backend", f"{b.name}={b.port}")]
+        self.supervisor = self.launcher.start([sys.executable, SOAK, "backends", *ports], LOAD_CPU, "backends", True)
+        reader = asyncio.StreamReader(limit=1 << 20)
+        loop = asyncio.get_running_loop()
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), self.supervisor.stdout)
+        line = await asyncio.wait_for(reader.readline(), 60)
+        if not line.startswith(b"READY"):
+            raise RuntimeError(f"backends did not start: {self.launcher.log_tail('backends')}")
+        return reader
 
-        READY rather than procs.wait_port, which scans every /proc/PID/fd on the machine: too heavy for a
-        restart every few seconds, and proof enough (bind fails, and the process exits, if the port is taken)."""
-        proc = self.launcher.start([sys.executable, SOAK, "echo", "--port", str(b.port)], LOAD_CPU, b.name, True)
-        try:
-            LineReader(proc.stdout).expect("READY", 15.0)  # type: ignore[arg-type]
-        except (TimeoutError, EOFError) as exc:
-            raise RuntimeError(
-                f"backend {b.name} did not start on port {b.port}: {self.launcher.log_tail(b.name)}"
-            ) from exc
-        b.proc = proc
+    async def read_supervisor(self, reader: asyncio.StreamReader) -> None:
+        """KILLED / RESTARTED / REAPED reports: the kill times the close latencies are measured from."""
+        while line := await reader.readline():
+            kind, _, body = line.decode().partition(" ")
+            rec = json.loads(body)
+            kill = self.pending_kills.get(rec["name"])
+            if kind == "KILLED" and kill is not None:
+                kill.mono, kill.wall = rec["mono"], rec["wall"]
+                self.kills.append(kill)
+                self.killed[rec["name"]].set()
+                self.tasks.append(asyncio.create_task(self.hang_check(kill)))
+            elif kind == "RESTARTED" and kill is not None:
+                kill.restarted = rec["mono"]
+                self.by_name[rec["name"]].up = True
+            elif kind == "REAPED" and kill is not None:
+                kill.dead = kill.mono + rec["s"]
 
     def start_engine(self) -> None:
         self.engine_port = free_port()
@@ -530,37 +607,27 @@ class Soak:
     # -- chaos, sampling, events -------------------------------------------------------------------------------
 
     async def chaos(self, until: float) -> None:
-        """SIGKILL a random running backend every 3-6 s; bring it back on its port 1-3 s later."""
-        restarts: list[asyncio.Task[None]] = []
+        """Every 3-6 s, have the supervisor SIGKILL a random running backend and restart it 1-3 s later."""
         while True:
             await asyncio.sleep(self.rng.uniform(3.0, 6.0))
             if time.monotonic() >= until:
                 break
-            up = [b for b in self.backends if b.proc is not None and b.proc.poll() is None]
+            up = [b for b in self.backends if b.up]
             if not up:
                 continue
             b = self.rng.choice(up)
-            proc = b.proc
-            assert proc is not None
-            kill = Kill(b.name, time.monotonic(), time.time(), self.rng.uniform(1.0, 3.0))
-            proc.kill()  # SIGKILL, by PID
-            self.kills.append(kill)
-            b.proc = None
-            restarts.append(asyncio.create_task(self.reap(proc, kill)))
-            restarts.append(asyncio.create_task(self.restart(b, kill)))
-            restarts.append(asyncio.create_task(self.hang_check(kill)))
-        await asyncio.gather(*restarts)
-
-    async def reap(self, proc: subprocess.Popen[bytes], kill: Kill) -> None:
-        """Reap the killed process in a thread: waitpid on a SIGKILLed backend was seen to block for up to ~30 s
-        on this machine (its sockets were closed at once: the kernel's exit work), and this loop must not stop."""
-        await asyncio.to_thread(self.launcher.stop, proc)  # it is dead already: this waits, reaps, closes pipes
-        kill.dead = time.monotonic()
-
-    async def restart(self, b: Backend, kill: Kill) -> None:
-        await asyncio.sleep(kill.down_s)
-        await asyncio.to_thread(self.start_backend, b)
-        kill.restarted = time.monotonic()
+            b.up = False
+            kill = Kill(b.name, 0.0, 0.0, self.rng.uniform(1.0, 3.0))
+            self.pending_kills[b.name] = kill
+            self.killed[b.name] = asyncio.Event()
+            assert self.supervisor is not None and self.supervisor.stdin is not None
+            self.supervisor.stdin.write(f"kill {b.name} {kill.down_s:.3f}\n".encode())
+            self.supervisor.stdin.flush()
+            await self.killed[b.name].wait()  # the next kill only after this one happened
+        deadline = time.monotonic() + 30
+        while not all(b.up for b in self.backends) and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        await asyncio.gather(*self.tasks)
 
     async def hang_check(self, kill: Kill) -> None:
         """The engine must have closed every connection the killed server had (started before the kill)."""
@@ -659,8 +726,8 @@ class Soak:
         a = self.a
         load_before = os.getloadavg()
         self.backends = [Backend(f"b{i + 1}", free_port()) for i in range(a.backends)]
-        for b in self.backends:
-            self.start_backend(b)
+        self.by_name = {b.name: b for b in self.backends}
+        supervisor = asyncio.create_task(self.read_supervisor(await self.start_supervisor()))
         self.start_engine()
         follower = asyncio.create_task(self.follow_events())
         readers = await self.start_clients()
@@ -684,6 +751,7 @@ class Soak:
         finally:
             sampler.cancel()
             follower.cancel()
+            supervisor.cancel()
             heart.cancel()
             faulthandler.cancel_dump_traceback_later()
         return self.judge(load_before, os.getloadavg())
@@ -906,6 +974,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", help="also write every figure and sample to this file")
     echo = sub.add_parser("echo", help="internal: one echo backend")
     echo.add_argument("--port", type=int, required=True)
+    sv = sub.add_parser("backends", help="internal: the echo backends' supervisor")
+    sv.add_argument("--backend", action="append", required=True, metavar="NAME=PORT")
     cl = sub.add_parser("client", help="internal: one client process")
     cl.add_argument("--port", type=int, required=True)
     cl.add_argument("--conns", type=int, default=500)
@@ -914,6 +984,9 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     if a.role == "echo":
         run_loop(echo_main(a.port))
+        return 0
+    if a.role == "backends":
+        asyncio.run(supervisor_main({n: int(p) for n, _, p in (x.partition("=") for x in a.backend)}))
         return 0
     if a.role == "client":
         run_loop(client_main(a))
