@@ -1,7 +1,8 @@
 """Soak benchmark: 1,000 connections of verified random bytes through the engine while backends die and return.
 
 Not run by CI. `python bench/soak.py [--minutes 10]` starts, all on loopback:
-- 5 echo backends, each its own process (`soak.py echo --port P`: pure echo, nothing added), on CPU 1;
+- 5 echo backends, each its own process (`soak.py echo --port P`: pure echo, nothing added), on CPU 1, started,
+  SIGKILLed and restarted by a supervisor process (`soak.py backends`) on this process's command;
 - the engine (`python -m proxy_core serve`, TCP checks every 500 ms, fall 2, rise 2, handshake log on) on CPU 0;
 - 2 client processes (`soak.py client`, uvloop, raw asyncio Protocols) of 500 connections each, on CPU 1. Every
   connection sends seeded random chunks (1 B-32 KiB) with at most 64 KiB in flight, at a paced total rate, and
@@ -9,7 +10,7 @@ Not run by CI. `python bench/soak.py [--minutes 10]` starts, all on loopback:
   bytes sent and of the bytes received and compares them when it ends. After a random budget (16 KiB-4 MiB) it
   half-closes, waits for the rest of the echo and the close, and a new connection takes its place; so does one
   that was closed under it;
-- a chaos loop (this process) that every 3-6 s SIGKILLs a random backend and restarts it on the same port 1-3 s
+- a chaos loop (this process) that every 3-6 s has a random backend SIGKILLed and restarted on the same port 1-3 s
   later, and samples the engine's RSS and descriptor count (/proc/PID/fd) every 10 s.
 
 A connection that ends before its budget was echoed is reported by its client with its local port. This process
@@ -51,7 +52,7 @@ from pathlib import Path
 from typing import Any
 
 from measure import cpu_seconds, rss_kib, wait_seconds
-from procs import Launcher, LineReader, free_port, raise_nofile, wait_port, wait_unix
+from procs import Launcher, free_port, raise_nofile, wait_port, wait_unix
 
 from proxy_core.client import ControlClient
 
@@ -74,6 +75,7 @@ RSS_GROWTH_LIMIT = 0.10  # RSS growth after the warm-up that fails the soak (fra
 FD_GROWTH_LIMIT = 16  # growth of (descriptors - 2 x open connections) after the warm-up that fails the soak
 LOOP_STALL_S = 10.0  # this process's loop blocked this long: dump its stacks (a bug of the benchmark)
 MATCH_SLACK_S = 5.0  # an engine close event this far from the client's close may still be its record
+SUPERVISOR_TIMEOUT_S = 300.0  # a kill not reported by then: the supervisor is stuck
 DYING_S = 1.0  # after a SIGKILL the dead backend's backlog may still complete handshakes this long (~20 ms seen)
 
 
@@ -471,7 +473,7 @@ class Kill:
     mono: float
     wall: float
     down_s: float
-    dead: float = 0.0  # monotonic time the killed process was reaped
+    dead: float = 0.0  # monotonic time the supervisor reaped the killed process (diagnostic)
     restarted: float | None = None
     hung: list[dict[str, Any]] = field(default_factory=list)
 
@@ -623,7 +625,12 @@ class Soak:
             assert self.supervisor is not None and self.supervisor.stdin is not None
             self.supervisor.stdin.write(f"kill {b.name} {kill.down_s:.3f}\n".encode())
             self.supervisor.stdin.flush()
-            await self.killed[b.name].wait()  # the next kill only after this one happened
+            try:  # the next kill only after this one happened
+                await asyncio.wait_for(self.killed[b.name].wait(), SUPERVISOR_TIMEOUT_S)
+            except TimeoutError:
+                raise RuntimeError(
+                    f"the backend supervisor did not kill {b.name} in {SUPERVISOR_TIMEOUT_S:g} s"
+                ) from None
         deadline = time.monotonic() + 30
         while not all(b.up for b in self.backends) and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
@@ -943,8 +950,8 @@ def orchestrate(a: argparse.Namespace) -> int:
     soak = Soak(a, workdir)
     print(f"soak: work directory {workdir}; load average {os.getloadavg()[0]:.2f}", flush=True)
     try:
-        # The stock loop here, on purpose: under uvloop this process's loop was seen to spin holding the GIL for
-        # minutes after SIGKILLing children (threads stuck waiting for the GIL); it needs no speed, only to run.
+        # The stock loop: this process needs no speed, and under uvloop its loop was once seen stuck for minutes
+        # (when it still SIGKILLed and reaped the backends itself: now the supervisor does).
         result = asyncio.run(soak.run())
     except KeyboardInterrupt:
         print("interrupted: stopping every process", file=sys.stderr)
