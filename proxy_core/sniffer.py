@@ -3,7 +3,7 @@
 Pure: no I/O, no event loop. The relay forwards the real bytes untouched and hands copies here, once
 per new connection, so this sits on the per-connection hot path and must stay cheap.
 
-Parsing is done by real parsers, never by hand. The fast path is llhttp, Node's HTTP parser, as
+Parsing is done by real parsers. The general path is llhttp, Node's HTTP parser, as
 aiohttp (already a dependency) builds it into its C extension; websockets' parser, the fast path
 before, alone cost most of the proxy's per-connection budget. llhttp gets the framed head with
 ``response_with_body=False``: the message is complete at the blank line whatever follows (a
@@ -31,6 +31,16 @@ response sniff: before 44-60 µs (websockets' parser alone 41-48 µs; h11 alone 
 18-23 µs, 0.39-0.41 of before in the same run (llhttp's own parse 8.4-10.6 µs of it, framing ~3.5,
 the screens above ~1.5, building the records ~3); aiohttp's pure-Python parser alone 51-67 µs.
 
+In front of llhttp sits a stricter fast path for the heads nearly every connection sends: CRLF line
+ends, a token method and a visible-ASCII target, ``HTTP/1.0`` or ``1.1``, ``token: printable ASCII``
+field lines and, in a request, no body framing. Inside that grammar websockets, h11 and llhttp read a
+head alike, so a regex that validates the whole head (every character class disjoint from the CRLF
+that ends its line: linear, whatever the bytes) and a loop over its fields give the same record at a
+third of llhttp's cost; anything outside the grammar goes on to llhttp unchanged. A seeded
+differential fuzz of mutated heads near the grammar's border holds it to the reference parsers'
+outcome. Measured (micro-benchmark, quiet machine, 20,000 loops): the browser-like upgrade 14.7 ->
+8.8 µs, its 101 9.1 -> 3.8 µs, a plain GET 10.4 -> 4.8 µs, its 200 8.2 -> 2.9 µs.
+
 A strict pre-check (a method token, then a space; an ``HTTP/1.x`` request line) only decides "not
 HTTP", so raw TCP costs ~1 µs and is labelled as early as possible.
 """
@@ -38,6 +48,7 @@ HTTP", so raw TCP costs ~1 µs and is labelled as early as possible.
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Callable, Generator, Iterable
 from dataclasses import dataclass
 from typing import Literal, TypeVar
@@ -90,6 +101,15 @@ _BLANK_LINE = re.compile(rb"\n\r?\n")
 # h11 quotes the offending bytes in some messages ("Illegal header value b'...'"): cut them off.
 _QUOTED_BYTES = re.compile(r"[:\s]*(?:bytearray\()?\bb['\"].*", re.DOTALL)
 _STATUS_PREFIX = b"HTTP/"
+# The strict grammar of the fast path (see _strict_request): every class is disjoint from the CRLF that
+# ends its line, so matching is linear whatever the bytes.
+_TOKEN_CLASS = rb"[-!#$%&'*+.^_`|~0-9A-Za-z]"
+_STRICT_FIELDS = rb"((?:" + _TOKEN_CLASS + rb"+:[\t\x20-\x7e]*\r\n)*)\r\n"
+_STRICT_REQUEST = re.compile(rb"(" + _TOKEN_CLASS + rb"+) ([\x21-\x7e]+) HTTP/1\.[01]\r\n" + _STRICT_FIELDS)
+_STRICT_RESPONSE = re.compile(rb"HTTP/1\.[01] ([1-5][0-9][0-9]) ([\t\x20-\x7e]*)\r\n" + _STRICT_FIELDS)
+_STRICT_FIELD = re.compile(rb"(" + _TOKEN_CLASS + rb"+):([\t\x20-\x7e]*)\r\n")
+# Off in tests that must reach llhttp or the reference parsers.
+STRICT_FAST_PATH = True
 # The header fields a record reads, by lower-case name.
 _READ_FIELDS = {
     name.encode("ascii"): name
@@ -259,12 +279,64 @@ def _plausible_method(buf: bytes | bytearray) -> bool:
 
 def _parse_request(head: bytes) -> RequestHead:
     """Parse a framed head (blank line included) into a record; raises _Malformed."""
+    if STRICT_FAST_PATH:
+        strict = _strict_request(head)
+        if strict is not None:
+            return strict
     if _LLHTTP_REQUEST is not None and _LLHTTP_REQUEST_LINE.match(head) is not None:
         read = _llhttp_read(_LLHTTP_REQUEST, head)
         if read is not None:
             message, get = read
             return _request_head(message.method, message.path, get)
     return _parse_request_fallback(head)
+
+
+def _strict_request(head: bytes) -> RequestHead | None:
+    """The record of a head inside the strict grammar every parser reads alike; None for any other.
+
+    CRLF line ends, a token method, one space either side of a visible-ASCII target, HTTP/1.0 or 1.1,
+    ``token: printable ASCII`` field lines, no body framing (Content-Length or Transfer-Encoding go to
+    the parsers that judge them). Two C regex passes and a loop over the fields: a third of llhttp's cost.
+    """
+    match = _STRICT_REQUEST.fullmatch(head)
+    if match is None:
+        return None
+    fields: dict[str, list[str]] = {}
+    for raw_name, raw_value in _STRICT_FIELD.findall(head, match.start(3)):
+        name = _READ_FIELDS.get(raw_name.lower())
+        if name is None:
+            if raw_name.lower() == b"content-length":
+                return None
+            continue
+        if name == "transfer-encoding":
+            return None
+        value = raw_value.strip(b" \t").decode("ascii")
+        values = fields.get(name)
+        if values is None:
+            fields[name] = [value]
+        else:
+            values.append(value)
+    return _request_head(match.group(1).decode("ascii"), match.group(2).decode("ascii"), fields.get)
+
+
+def _strict_response(head: bytes) -> ResponseHead | None:
+    """The record of a response head inside the strict grammar every parser reads alike; None for any other.
+
+    A status line ``HTTP/1.x NNN reason`` (100-599, printable ASCII reason) and strict field lines, as
+    for requests; a response's body framing is not the record's concern (no parser reads it here).
+    """
+    match = _STRICT_RESPONSE.fullmatch(head)
+    if match is None:
+        return None
+    subprotocol: list[str] | None = None
+    for raw_name, raw_value in _STRICT_FIELD.findall(head, match.start(3)):
+        if raw_name.lower() == b"sec-websocket-protocol":
+            value = raw_value.strip(b" \t").decode("ascii")
+            if subprotocol is None:
+                subprotocol = [value]
+            else:
+                subprotocol.append(value)
+    return _response_head(int(match.group(1)), _clean(match.group(2).decode("ascii")), _joined(subprotocol))
 
 
 def _parse_request_fallback(head: bytes) -> RequestHead:
@@ -295,25 +367,40 @@ def _request_head(method: str, path: str, get: _GetAll) -> RequestHead:
     websocket = method == "GET" and _has_token(upgrade, "websocket") and _has_token(connection, "upgrade")
     return RequestHead(  # by position, in field order: ~0.4 µs less than by keyword
         "websocket" if websocket else "http",
-        _clean(method),
-        _clean(path),
-        _joined(get("host", None)),
-        _joined(get("origin", None)),
-        _joined(get("user-agent", None)),
-        _joined(get("sec-websocket-version", None)),
-        _joined(get("sec-websocket-protocol", None)),
-        _joined(get("sec-websocket-extensions", None)),
+        sys.intern(_clean(method)),
+        _clean(path),  # often unique (query strings): not shared
+        _shared(_joined(get("host", None))),
+        _shared(_joined(get("origin", None))),
+        _shared(_joined(get("user-agent", None))),
+        _shared(_joined(get("sec-websocket-version", None))),
+        _shared(_joined(get("sec-websocket-protocol", None))),
+        _shared(_joined(get("sec-websocket-extensions", None))),
         get("sec-websocket-key", None) is not None,
     )
 
 
+def _response_head(status: int, reason: str, subprotocol: str | None) -> ResponseHead:
+    return ResponseHead(status, sys.intern(reason), _shared(subprotocol))
+
+
+def _shared(text: str | None) -> str | None:
+    """One copy of each value many connections repeat (host, user agent, reason...), however many records
+    hold it: the records of 9,000 held connections in the event ring otherwise keep 9,000 copies of each.
+    sys.intern's table holds no reference, so a value no record holds any more is freed."""
+    return None if text is None else sys.intern(text)
+
+
 def _parse_response(head: bytes) -> ResponseHead:
     """Parse a framed status line and headers into a record; raises _Malformed."""
-    if _LLHTTP_RESPONSE is not None and _strict_response(head):
+    if STRICT_FAST_PATH:
+        strict = _strict_response(head)
+        if strict is not None:
+            return strict
+    if _LLHTTP_RESPONSE is not None and _llhttp_reads_strictly(head):
         read = _llhttp_read(_LLHTTP_RESPONSE, head)
         if read is not None and read[0].code >= 100:  # llhttp takes 000-099 too, the others refuse
             message, get = read
-            return ResponseHead(
+            return _response_head(
                 message.code, _clean(_iso_8859_1(message.reason)), _joined(get("sec-websocket-protocol", None))
             )
     return _parse_response_fallback(head)
@@ -326,10 +413,10 @@ def _parse_response_fallback(head: bytes) -> ResponseHead:
         response = _run(Response.parse(_line_reader(head), _no_body, _no_body, proxy=True))
     except Exception:  # websockets refuses more than h11 (no reason phrase, bare LF): h11 decides
         return _parse_response_h11(head)
-    return ResponseHead(
-        status=response.status_code,
-        reason=_clean(response.reason_phrase),
-        subprotocol=_joined(response.headers.get_all("sec-websocket-protocol") or None),
+    return _response_head(
+        response.status_code,
+        _clean(response.reason_phrase),
+        _joined(response.headers.get_all("sec-websocket-protocol") or None),
     )
 
 
@@ -343,10 +430,10 @@ def _parse_response_h11(head: bytes) -> ResponseHead:
         raise _Malformed(_safe_reason(exc)) from None
     if not isinstance(event, h11.Response | h11.InformationalResponse):  # pragma: no cover
         raise _Malformed("incomplete response head")
-    return ResponseHead(
-        status=event.status_code,
-        reason=_clean(event.reason.decode("latin-1")),
-        subprotocol=_joined(_fields(event.headers).get("sec-websocket-protocol")),
+    return _response_head(
+        event.status_code,
+        _clean(event.reason.decode("latin-1")),
+        _joined(_fields(event.headers).get("sec-websocket-protocol")),
     )
 
 
@@ -396,7 +483,7 @@ def _llhttp_read(parser_class: type[HttpParser[_M]], head: bytes) -> tuple[_M, _
     return message, get
 
 
-def _strict_response(head: bytes) -> bool:
+def _llhttp_reads_strictly(head: bytes) -> bool:
     """Does aiohttp's lenient llhttp response mode read this head as strict parsers do?
 
     Lenient, llhttp takes control characters, a CR without LF, a LF without CR (h11 does, websockets

@@ -505,10 +505,23 @@ LLHTTP_RESPONSES = [
 ]
 
 
+def no_fast_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Switch off the strict regex fast path, so llhttp (or the reference parsers) decide every head."""
+    monkeypatch.setattr(sniffer_module, "STRICT_FAST_PATH", False)
+
+
+def reference_parsers_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """websockets' parser, then h11's: the reference every faster path must agree with."""
+    no_fast_path(monkeypatch)
+    monkeypatch.setattr(sniffer_module, "_LLHTTP_REQUEST", None)
+    monkeypatch.setattr(sniffer_module, "_LLHTTP_RESPONSE", None)
+
+
 def require_llhttp(monkeypatch: pytest.MonkeyPatch) -> None:
     """llhttp must decide: reaching the websockets/h11 path fails the test."""
     if sniffer_module._LLHTTP_REQUEST is None or sniffer_module._LLHTTP_RESPONSE is None:
         pytest.skip("aiohttp runs without its C extension (llhttp)")
+    no_fast_path(monkeypatch)
 
     def fell_back(head: bytes) -> object:
         raise AssertionError(f"llhttp did not decide {head!r}")
@@ -599,6 +612,7 @@ def test_requests_llhttp_refuses_or_misreads_go_to_the_other_parsers(
     monkeypatch: pytest.MonkeyPatch, data: bytes, head: RequestHead | None
 ) -> None:
     """websockets and h11 decide these requests: recorded if either takes them, else an error with a reason."""
+    no_fast_path(monkeypatch)
     calls = spy_on(monkeypatch, "_parse_request_fallback")
     sniffer = RequestSniffer()
     assert sniffer.feed(data)
@@ -614,6 +628,7 @@ def test_responses_llhttp_refuses_or_misreads_go_to_the_other_parsers(
     monkeypatch: pytest.MonkeyPatch, data: bytes, head: ResponseHead | None
 ) -> None:
     """websockets and h11 decide these responses, lenient llhttp (aiohttp's response mode) not."""
+    no_fast_path(monkeypatch)
     calls = spy_on(monkeypatch, "_parse_response_fallback")
     sniffer = ResponseSniffer()
     assert sniffer.feed(data)
@@ -638,24 +653,26 @@ def test_responses_llhttp_refuses_or_misreads_go_to_the_other_parsers(
 def test_without_llhttp_every_record_is_the_same(
     monkeypatch: pytest.MonkeyPatch, cls: type[Sniffer], data: bytes
 ) -> None:
-    """Without aiohttp's C extension the websockets/h11 path gives each head the same outcome."""
+    """The reference (websockets/h11) path gives each head the outcome the fast path and llhttp give."""
+    fast = cls()
+    fast.feed(data)
+    no_fast_path(monkeypatch)
     with_llhttp = cls()
     with_llhttp.feed(data)
-    monkeypatch.setattr(sniffer_module, "_LLHTTP_REQUEST", None)
-    monkeypatch.setattr(sniffer_module, "_LLHTTP_RESPONSE", None)
+    assert (fast.state, fast.head, fast.error) == (with_llhttp.state, with_llhttp.head, with_llhttp.error)
+    reference_parsers_only(monkeypatch)
     without = cls()
     without.feed(data)
     assert (without.state, without.head, without.error) == (with_llhttp.state, with_llhttp.head, with_llhttp.error)
 
 
-@pytest.mark.parametrize("parsers", ["llhttp", "websockets-h11"])
+@pytest.mark.parametrize("parsers", ["strict-fast-path", "llhttp", "websockets-h11"])
 def test_no_event_loop_is_created_or_needed(monkeypatch: pytest.MonkeyPatch, parsers: str) -> None:
     """Sniffing heads with bodies, upgrades and CONNECT asks asyncio for no loop and makes none."""
     if parsers == "llhttp":
         require_llhttp(monkeypatch)
-    else:
-        monkeypatch.setattr(sniffer_module, "_LLHTTP_REQUEST", None)
-        monkeypatch.setattr(sniffer_module, "_LLHTTP_RESPONSE", None)
+    elif parsers == "websockets-h11":
+        reference_parsers_only(monkeypatch)
 
     def no_loop(*args: object, **kwargs: object) -> None:
         raise AssertionError("an event loop was asked for")
@@ -741,12 +758,126 @@ def test_mutated_heads_read_alike_with_and_without_llhttp(monkeypatch: pytest.Mo
             results.append((sniffer.state, sniffer.head, sniffer.error))
         return results
 
+    no_fast_path(monkeypatch)
     fallbacks = [spy_on(monkeypatch, "_parse_request_fallback"), spy_on(monkeypatch, "_parse_response_fallback")]
     with_llhttp = outcomes()
     parsed = sum(state in ("done", "error") for state, _, _ in with_llhttp)
     by_llhttp = parsed - sum(len(calls) for calls in fallbacks)
-    monkeypatch.setattr(sniffer_module, "_LLHTTP_REQUEST", None)
-    monkeypatch.setattr(sniffer_module, "_LLHTTP_RESPONSE", None)
+    reference_parsers_only(monkeypatch)
     without = outcomes()
     assert [(data, a, b) for (_, data), a, b in zip(cases, with_llhttp, without, strict=True) if a != b] == []
     assert by_llhttp > 300 and parsed - by_llhttp > 300  # the fuzz reaches both paths
+
+
+# Mutations that keep a head near the strict grammar, so the fuzz reaches both sides of its border.
+STRICT_MUTATIONS = [
+    b" ",
+    b"\t",
+    b"\t \t",
+    b"",
+    b":",
+    b"x",
+    b"\x7f",
+    b"\x80",
+    b"Host: h\r\n",
+    b"X-Empty:\r\n",
+    b"X-Ws: \t \r\n",
+    b"Content-Length: 0\r\n",
+    b"Transfer-Encoding: chunked\r\n",
+    b"Sec-WebSocket-Protocol:  a ,b \r\n",
+    b"sec-websocket-protocol: c\r\n",
+    b"UPGRADE: WebSocket\r\n",
+    b"HTTP/1.0",
+    b"099",
+    b"600",
+    b"1000",
+]
+
+
+def mutate_near_strict(rng: random.Random, data: bytes) -> bytes:
+    """`data` with one or two small edits, mostly inside a line, so most results are still strict heads."""
+    out = bytearray(data)
+    for _ in range(rng.randint(1, 2)):
+        at, roll = rng.randrange(len(out) + 1), rng.random()
+        if roll < 0.5:
+            out[at:at] = rng.choice(STRICT_MUTATIONS)
+        elif roll < 0.8:
+            out[at : at + 1] = rng.choice(STRICT_MUTATIONS)
+        else:
+            del out[at : at + rng.randint(1, 3)]
+    return bytes(out)
+
+
+def test_strict_fast_path_reads_mutated_heads_as_the_reference_parsers_do(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A seeded differential fuzz: the regex fast path's outcome for every mutated head is the websockets/h11 one,
+    and it decides a good share of them itself (the usual heads)."""
+    rng = random.Random(4242)
+    bases: list[tuple[type[Sniffer], bytes]] = [
+        *MUTATED_BASES,
+        (RequestSniffer, b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"),
+        (ResponseSniffer, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"),
+    ]
+    cases = [(cls, mutate_near_strict(rng, base)) for cls, base in (rng.choice(bases) for _ in range(3000))]
+
+    def outcomes() -> list[tuple[str, RequestHead | ResponseHead | None, str | None]]:
+        results: list[tuple[str, RequestHead | ResponseHead | None, str | None]] = []
+        for cls, data in cases:
+            sniffer = cls()
+            sniffer.feed(data)
+            results.append((sniffer.state, sniffer.head, sniffer.error))
+        return results
+
+    decided = [0]
+    for name in ("_strict_request", "_strict_response"):
+        real = getattr(sniffer_module, name)
+
+        def counted(head: bytes, real: object = real) -> object:
+            result = real(head)  # type: ignore[operator]
+            decided[0] += result is not None
+            return result
+
+        monkeypatch.setattr(sniffer_module, name, counted)
+    fast = outcomes()
+    reference_parsers_only(monkeypatch)
+    reference = outcomes()
+    assert [(data, a, b) for (_, data), a, b in zip(cases, fast, reference, strict=True) if a != b] == []
+    parsed = sum(state in ("done", "error") for state, _, _ in fast)
+    assert decided[0] > 800 and parsed - decided[0] > 800  # the fuzz reaches both sides of the border
+
+
+def test_strict_fast_path_is_linear_on_hostile_heads() -> None:
+    """Heads built to make a backtracking regex explode (long runs of whitespace, colons, near-misses at the
+    end) are decided at once: a guard against catastrophic backtracking, not a speed target."""
+    import time
+
+    hostile = [
+        b"GET / HTTP/1.1\r\nX: " + b" \t" * 5000 + b"\x01\r\n\r\n",
+        b"GET / HTTP/1.1\r\n" + b"X: a\r\n" * 2000 + b"X:\x01\r\n\r\n",
+        b"HTTP/1.1 200 " + b" " * 8000 + b"\x00\r\n\r\n",
+        b"GET / HTTP/1.1\r\n" + b"a" * 15000 + b"\r\n\r\n",
+    ]
+    for data in hostile:
+        parse = sniffer_module._strict_response if data.startswith(b"HTTP") else sniffer_module._strict_request
+        started = time.perf_counter()
+        for _ in range(10):
+            assert parse(data) is None
+        assert time.perf_counter() - started < 1.0, f"{data[:40]!r}... took too long"
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["strict-fast-path", "llhttp-or-reference"])
+def test_repeated_values_are_one_shared_copy(monkeypatch: pytest.MonkeyPatch, fast: bool) -> None:
+    """Records of many connections share one copy of each repeated value (what 9,000 held records cost)."""
+    if not fast:
+        no_fast_path(monkeypatch)
+    first, second = RequestSniffer(), RequestSniffer()
+    first.feed(bytes(bytearray(UPGRADE)))
+    second.feed(bytes(bytearray(UPGRADE)))
+    assert first.head is not None and second.head is not None
+    for name in ("method", "host", "origin", "user_agent", "ws_version", "ws_protocol", "ws_extensions"):
+        assert getattr(first.head, name) is getattr(second.head, name), name
+    replies = [ResponseSniffer(), ResponseSniffer()]
+    for reply in replies:
+        reply.feed(bytes(bytearray(SWITCHING)))
+    assert replies[0].head is not None and replies[1].head is not None
+    assert replies[0].head.reason is replies[1].head.reason
+    assert replies[0].head.subprotocol is replies[1].head.subprotocol
