@@ -87,6 +87,9 @@ class Switchboard:
         self.listener_counts: dict[str, list[int]] = {}
         self.next_id = 0
         self.log_handshakes = config.handshake_log
+        # Clients whose request head is not complete yet, in order of arrival (see sweep_heads).
+        self.awaiting_head: dict[int, ClientSide] = {}
+        self.head_deadlines = config.timeouts.head > 0
         self.stopped = False
         self.empty = asyncio.Event()
         self.empty.set()
@@ -118,16 +121,23 @@ class Switchboard:
             set_nodelay(client.transport, False)
         if self.log_handshakes:
             client.request = RequestSniffer()
-            head_timeout = self.config.timeouts.head
-            if head_timeout > 0:
-                client.timer = self._loop.call_later(head_timeout, self._head_timeout, client)
+            if self.head_deadlines:
+                self.awaiting_head[client.conn_id] = client
         client.connect_task = self._loop.create_task(self._connect(client))
 
-    def _head_timeout(self, client: ClientSide) -> None:
-        client.timer = None
-        if client.request is not None and not client.closed:
-            client.head_error = f"request head not complete within {self.config.timeouts.head:g} s"
-            client.finish("proxy", "head timeout")
+    def sweep_heads(self, now: float, head: float) -> None:
+        """Close clients whose request head is still incomplete `head` s after they connected (slowloris).
+
+        `awaiting_head` is in order of arrival, so the sweep stops at the first one still in time."""
+        awaiting = self.awaiting_head
+        while awaiting:
+            conn_id, client = next(iter(awaiting.items()))
+            if now - client.started < head:
+                return
+            del awaiting[conn_id]
+            if client.request is not None and not client.closed:
+                client.head_error = f"request head not complete within {head:g} s"
+                client.finish("proxy", "head timeout")
 
     def pick(self, client_ip: str, tried: list[str]) -> Server | None:
         eligible = self.registry.eligible
@@ -221,9 +231,7 @@ class Switchboard:
 
     def request_sniffed(self, client: ClientSide, request: RequestSniffer) -> None:
         """The client's head is parsed (or known to be raw or bad): the head deadline is over."""
-        if client.timer is not None:
-            client.timer.cancel()
-            client.timer = None
+        self.awaiting_head.pop(client.conn_id, None)
         if request.state == "done" and request.head is not None:
             client.head = request.head
             client.kind = request.head.kind
@@ -268,6 +276,7 @@ class Switchboard:
     def closed(self, client: ClientSide) -> None:
         """Account a finished pair once: counters, drain progress, the handshake and close records."""
         self.connections.pop(client.conn_id, None)
+        self.awaiting_head.pop(client.conn_id, None)
         totals = self.totals
         totals.active -= 1
         totals.closed_bytes_in += client.bytes_in
