@@ -26,7 +26,6 @@ from proxy_core.switchboard import Switchboard
 
 T = TypeVar("T")
 RESOLVE_TIMEOUT = 2.0  # an `add` whose host does not resolve in this time is refused
-HEAD_SWEEP_MAX_S = 0.25  # the head deadline is enforced to within this (or a quarter of the deadline)
 
 
 class Engine:
@@ -92,8 +91,6 @@ class Engine:
         self._spawn(self._watch_drains())
         if self.config.timeouts.idle > 0:
             self._spawn(self._watch_idle(self.config.timeouts.idle))
-        if self.config.handshake_log and self.config.timeouts.head > 0:
-            self._spawn(self._watch_heads(self.config.timeouts.head))
 
     def _load_pool(self, now: float) -> None:
         """The configured servers with the saved runtime changes laid over them."""
@@ -204,13 +201,6 @@ class Engine:
         while True:
             await asyncio.sleep(step)
             self.board.sweep_idle(time.monotonic(), idle)
-
-    async def _watch_heads(self, head: float) -> None:
-        """One sweep for every pending head instead of a timer per connection (measured: 2-3 µs each)."""
-        step = min(head / 4, HEAD_SWEEP_MAX_S)
-        while True:
-            await asyncio.sleep(step)
-            self.board.sweep_heads(time.time(), head)
 
     async def _watch_drains(self) -> None:
         """At a drain deadline, close what is left spread over a window so clients reconnect gradually."""

@@ -215,3 +215,28 @@ def _alive(pid: int) -> bool:
 async def test_bad_workers_value_exits_2(value: str, wsproxy_cli: Any) -> None:
     result = await wsproxy_cli("serve", "--backend", "127.0.0.1:9", "--workers", value)
     assert result.code == 2 and "--workers" in result.err
+
+
+async def test_head_deadline_enforced_in_every_worker(
+    start_engine: Start, echo_backends: Backends, tmp_path: Any
+) -> None:
+    """Slowloris clients spread over both workers are closed at the head deadline, whichever worker has them."""
+    (b1,) = await echo_backends(1)
+    config = tmp_path / "short-head.toml"
+    config.write_text("[timeouts]\nhead = 0.5\n")
+    engine = await start_engine("-c", str(config), "--workers", "2", "--backend", b1.flag)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    pairs = [await asyncio.open_connection("127.0.0.1", engine.port) for _ in range(HELD)]
+    for _, writer in pairs:
+        writer.write(b"GET /slow HTTP/1.1\r\nHost: a\r\n")  # never finished
+    try:
+        for reader, _ in pairs:
+            assert await asyncio.wait_for(reader.read(), unit(3.0)) == b""
+        assert loop.time() - started >= 0.45
+    finally:
+        for _, writer in pairs:
+            writer.close()
+    async with engine.client() as client:
+        status = await client.status()
+    assert status["totals"]["active"] == 0
