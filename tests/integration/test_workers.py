@@ -237,6 +237,9 @@ async def test_head_deadline_enforced_in_every_worker(
     finally:
         for _, writer in pairs:
             writer.close()
-    async with engine.client() as client:
-        status = await client.status()
-    assert status["totals"]["active"] == 0
+
+    async def none_active() -> bool:
+        async with engine.client() as client:
+            return bool((await client.status())["totals"]["active"] == 0)
+
+    await wait_until(none_active, what="every worker to report no active connection")
