@@ -92,7 +92,7 @@ class DashboardApp(App[QuitChoice | None], inherit_bindings=False):
         self._announce_drained()
         if isinstance(self.screen, DetailScreen):
             self.screen.refresh_detail()
-            self.screen.refresh_bindings()
+            self.screen.refresh_bindings_if_changed()
 
     def on_rates_updated(self, message: RatesUpdated) -> None:
         if not self.showing:

@@ -41,8 +41,27 @@ SERVER_BINDINGS: list[BindingType] = [
 ]
 
 
+# The actions whose check_action answer can change while the screen is shown (selection, state, read-only).
+_VARYING = tuple(sorted(MUTATIONS))
+
+
 class ServerActionsScreen(Screen[None]):
     """A screen with a selected server and the keys that act on it."""
+
+    #: check_action's answers for _VARYING when the footer was last refreshed (None: never).
+    _shown_actions: tuple[bool | None, ...] | None = None
+
+    def action_states(self) -> tuple[bool | None, ...]:
+        """What check_action answers now for every action that can change: the footer's only input."""
+        return tuple(self.check_action(action, ()) for action in _VARYING)
+
+    def refresh_bindings_if_changed(self) -> None:
+        """`refresh_bindings()` only when a key would appear, disappear or change (measured: refreshing on every
+        snapshot made the Footer recompose every key, ~30 % of the dashboard's busy time)."""
+        states = self.action_states()
+        if states != self._shown_actions:
+            self._shown_actions = states
+            self.refresh_bindings()
 
     @property
     def dashboard(self) -> DashboardApp:

@@ -88,7 +88,7 @@ class DetailScreen(ServerActionsScreen):
             if exc.status == 404:
                 self.gone = True
                 self.query_one("#detail-summary", Static).update(f"{self.server_name} was removed")
-                self.refresh_bindings()
+                self.refresh_bindings_if_changed()
             return
         except ControlUnavailable:
             return

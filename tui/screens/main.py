@@ -66,7 +66,7 @@ class MainScreen(ServerActionsScreen):
         self.status_bar.set_status(status)
         self.backends.update_servers(list(status.get("servers") or []), now)
         self.handshakes.set_engine_dropped(int((status.get("totals") or {}).get("dropped_events", 0)))
-        self.refresh_bindings()
+        self.refresh_bindings_if_changed()
 
     def apply_rates(self, rates: JSON) -> None:
         """Show a fresh `/v1/rates`."""
@@ -74,7 +74,7 @@ class MainScreen(ServerActionsScreen):
 
     @on(DataTable.RowHighlighted)
     def _highlighted(self) -> None:
-        self.refresh_bindings()
+        self.refresh_bindings_if_changed()
 
     @on(DataTable.RowSelected)
     def _selected(self) -> None:

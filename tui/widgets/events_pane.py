@@ -11,6 +11,7 @@ from textual.widgets import Label, Log
 
 from tui.format import clock
 from tui.lines import action_line, event_line
+from tui.widgets.batch_log import BatchLog
 
 JSON = dict[str, Any]
 
@@ -28,7 +29,7 @@ class EventsPane(Vertical):
 
     def compose(self) -> ComposeResult:
         yield Label("Events", classes="pane-title")
-        yield Log(max_lines=MAX_LINES, id="events-log")
+        yield BatchLog(max_lines=MAX_LINES, id="events-log")
 
     def add_events(self, events: list[JSON], tz: tzinfo | None) -> None:
         """Append state/operator/connect-failure events; skip the engine's echo of our own actions."""

@@ -11,6 +11,7 @@ from textual.containers import Vertical
 from textual.widgets import Label, Log
 
 from tui.lines import traffic_line
+from tui.widgets.batch_log import BatchLog
 
 JSON = dict[str, Any]
 
@@ -40,10 +41,11 @@ class HandshakeLog(Vertical):
         self.gaps = 0
         self.missed = 0
         self.engine_dropped = 0
+        self._title = "Handshakes"
 
     def compose(self) -> ComposeResult:
         yield Label("Handshakes", id="hs-title", classes="pane-title")
-        yield Log(max_lines=MAX_LINES, id="hs-log")
+        yield BatchLog(max_lines=MAX_LINES, id="hs-log")
 
     @property
     def log_widget(self) -> Log:
@@ -104,4 +106,7 @@ class HandshakeLog(Vertical):
             parts.append(f"paused, {self.unseen} new (End to follow)")
         if self.gaps or self.engine_dropped:
             parts.append(f"dropped: {self.missed} in {self.gaps} gaps, engine {self.engine_dropped}")
-        self.query_one("#hs-title", Label).update("  ·  ".join(parts))
+        title = "  ·  ".join(parts)
+        if title != self._title:  # an unchanged title would still cost a layout pass
+            self._title = title
+            self.query_one("#hs-title", Label).update(title)
