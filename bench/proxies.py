@@ -24,7 +24,8 @@ START_TRIES = 2
 
 # wsproxy's two columns differ only in these flags (override with --lean-args / --features-args):
 # lean: no health checks and no head parsing; features on: TCP checks every second and the handshake log
-# (on by default), plus one event-stream subscriber attached to the control socket.
+# (on by default), plus an access log (a file in the run's work directory, unless the flags name one) and
+# one event-stream subscriber attached to the control socket.
 WSPROXY_LEAN_ARGS: list[str] = ["--check", "none", "--no-handshake-log"]
 WSPROXY_FEATURE_ARGS: list[str] = ["--check", "tcp", "--check-interval", "1000"]
 
@@ -192,6 +193,13 @@ class Wsproxy(Column):
 COLUMN_NAMES = ["direct", "wsproxy", "wsproxy+feat", "haproxy", "naive"]
 
 
+def with_access_log(flags: list[str], workdir: Path) -> list[str]:
+    """The features-on flags with the access log on, written to the run's work directory."""
+    if "--access-log" in flags:
+        return flags
+    return [*flags, "--access-log", str(workdir / "wsproxy+feat.access.jsonl")]
+
+
 def make_columns(
     names: list[str], backends: list[int], workdir: Path, lean: list[str], features: list[str]
 ) -> list[Column]:
@@ -199,7 +207,9 @@ def make_columns(
     make: dict[str, Callable[[], Column]] = {
         "direct": lambda: Direct("direct", backends, workdir),
         "wsproxy": lambda: Wsproxy("wsproxy", backends, workdir, flags=lean),
-        "wsproxy+feat": lambda: Wsproxy("wsproxy+feat", backends, workdir, flags=features, subscribe=True),
+        "wsproxy+feat": lambda: Wsproxy(
+            "wsproxy+feat", backends, workdir, flags=with_access_log(features, workdir), subscribe=True
+        ),
         "haproxy": lambda: Haproxy("haproxy", backends, workdir),
         "naive": lambda: Naive("naive", backends, workdir),
     }

@@ -9,9 +9,10 @@ import socket
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from typing import IO, Any, TypeVar, cast
+from typing import Any, TypeVar, cast
 
 from proxy_core import __version__, statefile
+from proxy_core.accesslog import AccessLog
 from proxy_core.balancer import BalancePolicy, make_balancer
 from proxy_core.checker import CheckRunner
 from proxy_core.config import EngineConfig, ServerConfig, format_address, parse_address
@@ -43,7 +44,7 @@ class Engine:
         self.stopping = False
         self._stopped = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._access_log: IO[str] | None = None
+        self._access_log: AccessLog | None = None
         self.board: Switchboard
         self.checker: CheckRunner
         self.control: Any = None  # the control API runner, started by proxy_core.control
@@ -60,10 +61,13 @@ class Engine:
         """Bind listeners and start checks; raises ConfigError naming a listener that cannot bind."""
         now = time.time()
         self._load_pool(now)
-        if self.config.access_log == "-":
-            self._access_log = sys.stdout
-        elif self.config.access_log:
-            self._access_log = open(self.config.access_log, "a", buffering=1, encoding="utf-8")  # noqa: SIM115
+        if self.config.access_log:
+            try:
+                self._access_log = AccessLog.open(self.config.access_log)
+            except OSError as exc:
+                raise ConfigError(
+                    "access_log", self.config.access_log, f"a file this user can append to ({exc.strerror})"
+                ) from exc
         self.board = Switchboard(
             self.config,
             self.registry,
@@ -89,6 +93,8 @@ class Engine:
         self.board.listeners = self.listeners
         self._spawn(self._sample_rates())
         self._spawn(self._watch_drains())
+        if self._access_log is not None:
+            self._spawn(self._access_log.flush_every())
         if self.config.timeouts.idle > 0:
             self._spawn(self._watch_idle(self.config.timeouts.idle))
 
@@ -175,7 +181,7 @@ class Engine:
                 task.cancel()
         if self.control is not None:
             await self.control.cleanup()
-        if self._access_log is not None and self._access_log is not sys.stdout:
+        if self._access_log is not None:
             self._access_log.close()
         self._stopped.set()
 

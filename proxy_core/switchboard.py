@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import json
 import os
 import sys
 import time
 from collections.abc import Sequence
-from typing import IO, Any
+from typing import Any
 
+from proxy_core.accesslog import AccessLog
 from proxy_core.balancer import Balancer
 from proxy_core.config import EngineConfig
 from proxy_core.events import ConnectFailed, ConnectionClosed, EventBus, Handshake, OperatorAction
@@ -77,7 +77,7 @@ class Switchboard:
         registry: Registry,
         bus: EventBus,
         balancer: Balancer,
-        access_log: IO[str] | None = None,
+        access_log: AccessLog | None = None,
     ) -> None:
         self.config = config
         self.registry = registry
@@ -89,6 +89,8 @@ class Switchboard:
         self.listener_counts: dict[str, list[int]] = {}
         self.next_id = 0
         self.log_handshakes = config.handshake_log
+        # A connection's id as the API and the logs show it: workers number apart (id * count + index).
+        self.id_stride, self.id_offset = 1, 0
         # Clients whose request head is not complete yet, in order of arrival (see sweep_heads).
         self.awaiting_head: dict[int, ClientSide] = {}
         self.head_deadline = config.timeouts.head
@@ -397,7 +399,9 @@ class Switchboard:
         )
         self.bus.publish(event)
         if self.access_log is not None:
-            self.access_log.write(json.dumps(access_record(client, event)) + "\n")
+            record = access_record(client, event)
+            record["conn"] = client.conn_id * self.id_stride + self.id_offset
+            self.access_log.write(record)
 
     # -- operator actions on connections ---------------------------------------------------------
 

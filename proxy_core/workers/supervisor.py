@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any, TypeVar
 
+from proxy_core.accesslog import AccessLog
 from proxy_core.config import EngineConfig, format_address
 from proxy_core.engine import Engine
 from proxy_core.errors import ConfigError, NotFound
@@ -66,6 +67,13 @@ class Supervisor(Engine):
         """Reserve the ports (port 0 resolved once for all), start the Engine without listeners, then the workers."""
         self._reserve_ports()
         full = self.config
+        if full.access_log:  # each worker appends to it: refuse at start, naming it, if it cannot be opened
+            try:
+                AccessLog.open(full.access_log).close()
+            except OSError as exc:
+                raise ConfigError(
+                    "access_log", full.access_log, f"a file this user can append to ({exc.strerror})"
+                ) from exc
         self.config = replace(full, listen=(), access_log=None)  # the supervisor neither listens nor relays
         try:
             await super().start()

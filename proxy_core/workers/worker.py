@@ -17,8 +17,9 @@ import socket
 import sys
 import time
 from dataclasses import replace
-from typing import IO, Any, cast
+from typing import Any, cast
 
+from proxy_core.accesslog import AccessLog
 from proxy_core.balancer import BalancePolicy, make_balancer
 from proxy_core.config import EngineConfig, ServerConfig
 from proxy_core.events import ConnectFailed, ConnectionClosed, Event, EventBus, Handshake
@@ -77,7 +78,7 @@ class Worker:
         self.registry = Registry(replace(self.config.check, type="none", max_fails=0))
         self.bus = ForwardingBus(self.index, self.count)
         self.bus.link = link
-        self.access_log: IO[str] | None = None
+        self.access_log: AccessLog | None = None
         self.board: Switchboard
         self.listeners: list[Listener] = []
         self.watched: set[str] = set()
@@ -89,14 +90,13 @@ class Worker:
 
     async def start(self) -> None:
         config = self.config
-        if config.access_log == "-":
-            self.access_log = sys.stdout
-        elif config.access_log:
-            self.access_log = open(config.access_log, "a", buffering=1, encoding="utf-8")  # noqa: SIM115
+        if config.access_log:
+            self.access_log = AccessLog.open(config.access_log)  # the supervisor checked that it opens
         self.board = Switchboard(
             config, self.registry, self.bus, make_balancer(cast(BalancePolicy, config.balance)), self.access_log
         )
         self.board.next_id = self._id_base
+        self.board.id_stride, self.board.id_offset = self.count, self.index  # as ForwardingBus numbers them
         self.apply_pool(self._pool)
         for host, port in config.listen:
             listener = Listener(host, port, reuse_port=True)
@@ -246,7 +246,7 @@ class Worker:
         self.bus.flush()
         self.link.send(self.report())
         await self.link.drain()
-        if self.access_log is not None and self.access_log is not sys.stdout:
+        if self.access_log is not None:
             self.access_log.close()
         self.done.set()
 
@@ -269,6 +269,8 @@ async def main(fd: int) -> int:
     tasks = [asyncio.ensure_future(worker.serve()), asyncio.ensure_future(worker.report_loop())]
     if worker.config.timeouts.idle > 0:
         tasks.append(asyncio.ensure_future(worker.idle_loop(worker.config.timeouts.idle)))
+    if worker.access_log is not None:
+        tasks.append(asyncio.ensure_future(worker.access_log.flush_every()))
     await worker.done.wait()
     for task in tasks:
         task.cancel()

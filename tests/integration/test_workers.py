@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -243,3 +244,32 @@ async def test_head_deadline_enforced_in_every_worker(
             return bool((await client.status())["totals"]["active"] == 0)
 
     await wait_until(none_active, what="every worker to report no active connection")
+
+
+async def test_workers_share_one_access_log_in_whole_lines(
+    start_engine: Start, echo_backends: Backends, tmp_path: Any
+) -> None:
+    """Both workers append to the same access log: every line is one whole JSON record, none lost."""
+    (b1,) = await echo_backends(1)
+    log = tmp_path / "access.jsonl"
+    engine = await start_engine("--workers", "2", "--backend", b1.flag, "--access-log", str(log))
+    async with held(engine, HELD):
+        pass
+
+    def records() -> list[dict[str, Any]] | None:
+        lines = log.read_text().splitlines() if log.exists() else []
+        return [json.loads(line) for line in lines] if len(lines) >= HELD else None
+
+    found = await wait_until(records, what=f"{HELD} access log lines")
+    assert len(found) == HELD and {r["type"] for r in found} == {"close"}
+    assert len({r["conn"] for r in found}) == HELD  # ids are unique across workers
+
+
+async def test_unopenable_access_log_exits_2_naming_it(wsproxy_cli: Any, tmp_path: Any) -> None:
+    for workers in ("1", "2"):
+        path = tmp_path / "no-such-dir" / "access.jsonl"
+        result = await wsproxy_cli(
+            "serve", "--listen", "127.0.0.1:0", "--backend", "127.0.0.1:9", "--workers", workers,
+            "--access-log", str(path), "--control", str(tmp_path / f"w{workers}.sock"),
+        )  # fmt: skip
+        assert result.code == 2 and "access_log" in result.err and str(path) in result.err, result.err
