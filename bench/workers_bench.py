@@ -1,7 +1,7 @@
 """`--workers 1` against `--workers 2`: proxy CPU per unit of work, and the new-connection rate.
 
 Run as `python bench/workers_bench.py [--duration S] [--rounds R] [--json FILE]` (about 1 min with defaults).
-The proxy tree (supervisor and workers) runs unpinned on every core; wrk and the backends (bench/backends.py,
+The proxy tree (supervisor and workers) runs unpinned on every core (or on `--proxy-cpus`); wrk and the backends (bench/backends.py,
 two ports, round robin) are pinned to the load core, as in bench/run.py. Lean settings for both columns:
 `--check none --no-handshake-log`. Figures per column: requests/s and µs of proxy CPU per request with
 keep-alive (`wrk -t1 -c50`), connections/s and µs of proxy CPU per connection with `Connection: close`.
@@ -28,7 +28,7 @@ BACKENDS = str(Path(__file__).with_name("backends.py"))
 ALL_CPUS = f"0-{(os.cpu_count() or 1) - 1}"
 
 
-def start_proxy(launcher: Launcher, workers: int, ports: list[int], tmp: str) -> tuple[Any, int]:
+def start_proxy(launcher: Launcher, workers: int, ports: list[int], tmp: str, cpus: str) -> tuple[Any, int]:
     port = free_port()
     argv = [
         sys.executable, "-m", "proxy_core", "serve", "--listen", f"127.0.0.1:{port}",
@@ -37,7 +37,7 @@ def start_proxy(launcher: Launcher, workers: int, ports: list[int], tmp: str) ->
         "--control", f"{tmp}/ctl{workers}.sock", "--state-file", f"{tmp}/state{workers}.json",
     ]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = launcher.start(argv, ALL_CPUS, f"wsproxy-w{workers}", env=env, cwd=tmp)  # type: ignore[arg-type]
+    proc = launcher.start(argv, cpus, f"wsproxy-w{workers}", env=env, cwd=tmp)  # type: ignore[arg-type]
     wait_port(port, proc)
     time.sleep(0.5)  # every worker listening (the first one answering is not enough)
     return proc, port
@@ -66,6 +66,12 @@ def main() -> int:
     p.add_argument("--duration", type=float, default=5.0)
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--json", metavar="FILE")
+    p.add_argument(
+        "--proxy-cpus",
+        default=ALL_CPUS,
+        help="CPUs for the proxy tree (taskset list; default every core). `0` puts both workers on the proxy core "
+        "alone: CPU per unit then shows coordination cost without the load generator sharing a worker's core",
+    )
     args = p.parse_args()
     raise_nofile()
     with tempfile.TemporaryDirectory(prefix="wsproxy-wbench-") as tmp:
@@ -76,7 +82,7 @@ def main() -> int:
                                       LOAD_CPU, "backends")  # fmt: skip
             for backend_port in ports:
                 wait_port(backend_port, backends)
-            proxies = {n: start_proxy(launcher, n, ports, tmp) for n in (1, 2)}
+            proxies = {n: start_proxy(launcher, n, ports, tmp, args.proxy_cpus) for n in (1, 2)}
             rounds: dict[int, list[dict[str, float]]] = {1: [], 2: []}
             for _ in range(args.rounds):
                 for n, (proc, port) in proxies.items():
@@ -94,7 +100,7 @@ def main() -> int:
         }
         for n, rs in rounds.items()
     }
-    print(f"cores: {os.cpu_count()}; proxy unpinned ({ALL_CPUS}); wrk and backends on CPU {LOAD_CPU}")
+    print(f"cores: {os.cpu_count()}; proxy on CPUs {args.proxy_cpus}; wrk and backends on CPU {LOAD_CPU}")
     print(f"{'':28}{'workers=1':>12}{'workers=2':>12}{'2 vs 1':>10}")
     for key, label in (
         ("keepalive_rps", "keep-alive requests/s"),
