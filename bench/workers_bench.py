@@ -1,10 +1,11 @@
 """`--workers 1` against `--workers 2`: proxy CPU per unit of work, and the new-connection rate.
 
 Run as `python bench/workers_bench.py [--duration S] [--rounds R] [--json FILE]` (about 1 min with defaults).
-The proxy tree (supervisor and workers) runs unpinned on every core (or on `--proxy-cpus`); wrk and the backends (bench/backends.py,
-two ports, round robin) are pinned to the load core, as in bench/run.py. Lean settings for both columns:
-`--check none --no-handshake-log`. Figures per column: requests/s and µs of proxy CPU per request with
-keep-alive (`wrk -t1 -c50`), connections/s and µs of proxy CPU per connection with `Connection: close`.
+The proxy tree (supervisor and workers) runs unpinned on every core (or on `--proxy-cpus`); wrk and the
+backends (bench/backends.py, two ports, round robin) are pinned to the load core, as in bench/run.py. Lean
+settings for both columns: `--check none --no-handshake-log`. Figures per column: requests/s and µs of
+proxy CPU per request with keep-alive (`wrk -t1 -c50`), connections/s and µs of proxy CPU per connection
+with `Connection: close`.
 Rounds alternate the columns, so a noisy neighbour hurts both; the best round of each is reported.
 """
 
