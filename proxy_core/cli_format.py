@@ -1,0 +1,153 @@
+"""How the `wsproxy` CLI prints status and events: pure functions from the API's JSON to lines of text."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+JSON = dict[str, Any]
+
+
+def clean(value: object) -> str:
+    """Text a client or backend sent, with control characters escaped so it cannot drive the terminal."""
+    text = "" if value is None else str(value)
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def state_label(server: JSON) -> str:
+    """ "up", "down (going up 1/2)", "draining (deadline in 12 s)"."""
+    state = str(server.get("state", "?"))
+    extra = []
+    if server.get("progress"):
+        extra.append(str(server["progress"]))
+    drain = server.get("drain")
+    if state == "draining" and isinstance(drain, dict) and drain.get("deadline"):
+        extra.append(f"deadline in {max(0.0, float(drain['deadline']) - time.time()):.0f} s")
+    return f"{state} ({', '.join(extra)})" if extra else state
+
+
+def health_label(server: JSON) -> str:
+    """What the health check says, with progress, and the admin state when it keeps traffic away anyway."""
+    health = server.get("health") or {}
+    text = str(health.get("status", "?"))
+    if server.get("progress"):
+        text += f" ({server['progress']})"
+    if server.get("admin") not in (None, "active"):
+        text += f", {server['admin']}"
+    return text
+
+
+def describe(server: JSON) -> str:
+    """One line after a mutation: the server's new state."""
+    return (
+        f"{server.get('name')} {server.get('address')}: {state_label(server)}, weight {server.get('weight')}, "
+        f"{server.get('active', 0)} active"
+    )
+
+
+def _ago(ts: float | None, now: float) -> str:
+    if ts is None:
+        return "never"
+    return f"{_duration(max(0.0, now - ts))} ago"
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.0f}s" if seconds >= 1 else f"{seconds:.1f}s"
+    if seconds < 3600:
+        return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
+    return f"{int(seconds // 3600)}h{int(seconds % 3600 // 60):02d}m"
+
+
+def last_check(server: JSON, now: float) -> str:
+    health = server.get("health") or {}
+    result = health.get("last_result")
+    if result is None:
+        return "never"
+    latency = health.get("last_latency_ms")
+    timing = f" {latency:.1f}ms" if isinstance(latency, int | float) else ""
+    text = f"{result}{timing} {_ago(health.get('last_check'), now)}"
+    if result == "fail" and health.get("last_failure"):
+        text += f": {clean(health['last_failure'])}"
+    return text
+
+
+COLUMNS = ("NAME", "ADDRESS", "STATE", "WEIGHT", "SHARE", "ACTIVE", "TOTAL", "FAILS", "LAST CHECK")
+
+
+def format_status(status: JSON, now: float) -> str:
+    """`wsproxy status`: a header about the engine and a table with one row per server."""
+    engine = status.get("engine", {})
+    totals = status.get("totals", {})
+    check = engine.get("check", {})
+    listeners = ", ".join(str(item.get("address")) for item in status.get("listeners", [])) or "-"
+    lines = [
+        f"wsproxy {engine.get('version')} pid {engine.get('pid')}, up {_duration(float(engine.get('uptime_s', 0)))}"
+        f"{' (stopping)' if engine.get('stopping') else ''}; listening on {listeners}; balance {engine.get('balance')}",
+        f"check {check.get('type')} every {check.get('interval_ms')}ms, rise {check.get('rise')} fall "
+        f"{check.get('fall')}; connections {totals.get('active', 0)} active, {totals.get('total', 0)} total, "
+        f"{totals.get('connect_failures', 0)} connect failures",
+        "",
+    ]
+    rows = [list(COLUMNS)]
+    for server in status.get("servers", []):
+        rows.append(
+            [
+                str(server.get("name")),
+                str(server.get("address")),
+                state_label(server),
+                str(server.get("weight")),
+                f"{float(server.get('share') or 0) * 100:.0f}%",
+                str(server.get("active", 0)),
+                str(server.get("total", 0)),
+                str(server.get("connect_failures", 0)),
+                last_check(server, now),
+            ]
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS) - 1)]
+    for row in rows:
+        lines.append("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + "  " + row[-1])
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def format_event(event: JSON) -> str:
+    """One readable line per event; unknown types are printed as JSON."""
+    ts = event.get("ts")
+    stamp = time.strftime("%H:%M:%S", time.localtime(ts)) + f".{int((ts % 1) * 1000):03d}" if ts else "--:--:--"
+    head = f"{stamp} #{event.get('seq', '?')} {event.get('type')}"
+    kind = event.get("type")
+    if kind == "state":
+        body = f"{event['server']}: {event['old']} -> {event['new']} ({clean(event.get('reason'))})"
+    elif kind == "operator":
+        verdict = "ok" if event.get("ok") else "REFUSED"
+        body = f"{event.get('action')} {event.get('server') or ''} {verdict}: {clean(event.get('detail'))}"
+    elif kind == "handshake":
+        status = event.get("status")
+        body = (
+            f"conn {event.get('conn')} {event.get('client')} -> {event.get('server')} {event.get('kind')} "
+            f"{clean(event.get('method') or '')} {clean(event.get('path') or '')} "
+            f"{status if status is not None else '-'} {clean(event.get('reason') or '')}"
+        )
+        if event.get("latency_ms") is not None:
+            body += f" {event['latency_ms']:.1f}ms"
+        if event.get("error"):
+            body += f" error: {clean(event['error'])}"
+    elif kind == "close":
+        body = (
+            f"conn {event.get('conn')} {event.get('client')} -> {event.get('server')} closed by "
+            f"{event.get('closed_by')} after {event.get('duration_s')}s, {event.get('bytes_in')} B in, "
+            f"{event.get('bytes_out')} B out ({clean(event.get('reason'))})"
+        )
+    elif kind == "connect_failed":
+        body = (
+            f"{event.get('server')}: connect for {event.get('client')} failed (attempt {event.get('attempt')}): "
+            f"{clean(event.get('reason'))}"
+        )
+    elif kind == "gap":
+        body = f"{event.get('missed')} event(s) missed"
+    else:
+        body = json.dumps({k: v for k, v in event.items() if k not in ("seq", "ts", "type")})
+    return f"{head} {' '.join(body.split())}"
