@@ -1,0 +1,74 @@
+"""`wsproxy status` and `wsproxy events` text: columns line up, client text cannot drive the terminal."""
+
+from __future__ import annotations
+
+from proxy_core.cli_format import clean, describe, format_event, format_status, health_label, last_check
+
+NOW = 1_000_000.0
+
+
+def server(name: str, **fields: object) -> dict[str, object]:
+    base: dict[str, object] = {
+        "name": name, "address": "127.0.0.1:8001", "state": "up", "admin": "active", "weight": 1, "share": 0.5,
+        "active": 3, "total": 10, "connect_failures": 0,
+        "health": {"status": "up", "last_result": "ok", "last_latency_ms": 0.42, "last_check": NOW - 2},
+    }  # fmt: skip
+    base.update(fields)
+    return base
+
+
+def test_status_table_columns_line_up_and_show_failures() -> None:
+    down = server(
+        "node-long-name",
+        state="down",
+        progress="going up 1/2",
+        health={"status": "down", "last_result": "fail", "last_check": NOW - 75, "last_failure": "connection refused"},
+    )
+    status = {
+        "engine": {"version": "0.1", "pid": 42, "uptime_s": 3700, "balance": "round_robin",
+                   "check": {"type": "tcp", "interval_ms": 3000, "rise": 2, "fall": 5}},
+        "listeners": [{"address": "127.0.0.1:8000"}],
+        "totals": {"active": 3, "total": 10, "connect_failures": 1},
+        "servers": [server("b1"), down],
+    }  # fmt: skip
+    lines = format_status(status, NOW).splitlines()
+    assert lines[0] == "wsproxy 0.1 pid 42, up 1h01m; listening on 127.0.0.1:8000; balance round_robin"
+    assert "rise 2 fall 5" in lines[1] and "1 connect failures" in lines[1]
+    header, first, second = lines[3], lines[4], lines[5]
+    assert header.index("STATE") == first.index("up") == second.index("down (going up 1/2)")
+    assert first.endswith("ok 0.4ms 2s ago")
+    assert second.endswith("fail 1m15s ago: connection refused")
+
+
+def test_control_characters_from_the_wire_are_escaped() -> None:
+    assert clean("ok\x1b[2Jpwned\n") == "ok\\x1b[2Jpwned\\n"
+    event = {"type": "handshake", "seq": 7, "ts": NOW, "conn": 1, "client": "127.0.0.1:5", "server": "b1",
+             "kind": "http", "method": "GET", "path": "/\x1b[31mred", "status": 200, "reason": "OK",
+             "latency_ms": 1.25}  # fmt: skip
+    line = format_event(event)
+    assert "\x1b" not in line and "/\\x1b[31mred" in line and line.endswith("200 OK 1.2ms")
+
+
+def test_every_event_type_reads_as_one_line() -> None:
+    events = [
+        {"type": "state", "server": "b1", "old": "up", "new": "down", "reason": "5 checks failed: timeout"},
+        {"type": "operator", "action": "drain", "server": "b2", "ok": False, "detail": "last eligible server"},
+        {"type": "close", "conn": 3, "client": "c", "server": "b1", "closed_by": "client", "duration_s": 1.5,
+         "bytes_in": 10, "bytes_out": 20, "reason": "client closed"},
+        {"type": "connect_failed", "server": "b1", "client": "c", "attempt": 2, "reason": "connection refused"},
+        {"type": "gap", "missed": 12},
+        {"type": "future_kind", "x": 1},
+    ]  # fmt: skip
+    lines = [format_event({"seq": i, "ts": None, **e}) for i, e in enumerate(events)]
+    assert all("\n" not in line for line in lines)
+    assert lines[0].endswith("b1: up -> down (5 checks failed: timeout)")
+    assert "drain b2 REFUSED: last eligible server" in lines[1]
+    assert "closed by client after 1.5s, 10 B in, 20 B out (client closed)" in lines[2]
+    assert "(attempt 2): connection refused" in lines[3]
+    assert lines[4].endswith("12 event(s) missed") and lines[5].endswith('{"x": 1}')
+
+
+def test_labels_name_admin_state_and_never_checked() -> None:
+    assert health_label(server("b1", admin="draining", progress="going down 2/5")) == "up (going down 2/5), draining"
+    assert last_check(server("b1", health={}), NOW) == "never"
+    assert describe(server("b1")) == "b1 127.0.0.1:8001: up, weight 1, 3 active"
