@@ -111,6 +111,29 @@ async def test_server_detail_lists_connections(pool: tuple[EngineProc, list[Echo
         await ws.close()
 
 
+async def test_without_the_handshake_log_connections_still_show_their_client_and_are_access_logged(
+    start_engine: Start, echo_backends: Backends, tmp_path: Path
+) -> None:
+    """--no-handshake-log keeps no per-connection address or record, yet the API shows each live client's
+    address (read from its socket) and --access-log still gets one line per closed connection."""
+    (b1,) = await echo_backends(1)
+    log = tmp_path / "access.jsonl"
+    engine = await start_engine("--backend", b1.flag, "--no-handshake-log", "--access-log", str(log))
+    ws = await open_ws(engine, "/quiet")
+    local_port = ws.local_address[1]
+    try:
+        detail = await wait_until(lambda: _with_connection(engine), what="a connection in a server's detail")
+        assert detail["connections"][0]["client"] == f"127.0.0.1:{local_port}"
+    finally:
+        await ws.close()
+    line = await wait_until(lambda: log.exists() and log.read_text().strip(), what="an access log line")
+    record = json.loads(line)
+    assert record["client"] == f"127.0.0.1:{local_port}" and record["server"] == "b1" and record["type"] == "close"
+    async with ControlClient(engine.control) as client:
+        events = (await client.events(0))["events"]
+    assert not [e for e in events if e["type"] in ("handshake", "close")]  # the handshake log is off
+
+
 async def _with_connection(engine: EngineProc) -> dict[str, Any] | None:
     for name in ("b1", "b2"):
         detail = await server_of(engine, name)
@@ -383,6 +406,62 @@ async def test_event_stream_wire_format(pool: tuple[EngineProc, list[EchoBackend
     data = [json.loads(line[len("data: ") :]) for line in lines if line.startswith("data: ")]
     assert ids[0] == "id: 1" and [int(i[4:]) for i in ids] == [d["seq"] for d in data]
     assert lines[lines.index(ids[0]) + 1].startswith("data: ") and lines[lines.index(ids[0]) + 2] == ""
+
+
+async def test_event_stream_coalesces_writes(
+    pool: tuple[EngineProc, list[EchoBackend]], http: httpx.AsyncClient
+) -> None:
+    """After a write the stream waits `coalesce_ms` before the next one: events published meanwhile arrive
+    together, in one write; the first event after a quiet spell is not delayed."""
+    engine, _ = pool
+    pieces: list[tuple[float, bytes]] = []
+    loop = asyncio.get_running_loop()
+    first = asyncio.Event()
+
+    async def read() -> None:
+        params = {"coalesce_ms": 1000}
+        async with http.stream("GET", "/v1/events/stream", params=params) as response:
+            async for piece in response.aiter_raw():
+                pieces.append((loop.time(), piece))
+                if b'"drain"' in piece:
+                    first.set()
+                if b"".join(p for _, p in pieces).count(b'"weight"') >= 2:
+                    return
+
+    reader = asyncio.create_task(read())
+    await wait_until(lambda: bool(pieces), what="the stream's opening comment")
+    async with engine.client() as client:
+        start = loop.time()
+        await client.drain("b1")
+        await asyncio.wait_for(first.wait(), unit(5.0))
+        assert loop.time() - start < 0.9  # sent at once: nothing was written in the last second
+        await client.set_weight("b2", 2)
+        await client.set_weight("b2", 3)
+    await asyncio.wait_for(reader, unit(5.0))
+    at_drain = next(t for t, p in pieces if b'"drain"' in p)
+    last = [p for _, p in pieces if b'"weight"' in p]
+    assert len(last) == 1 and last[0].count(b'"weight"') == 2  # both weights in one write
+    assert pieces[-1][0] - at_drain >= 0.9  # held back for the coalescing window
+
+
+async def test_event_stream_coalesce_parameter_is_checked(http: httpx.AsyncClient) -> None:
+    """`coalesce_ms` is 0..1000; 0 writes each batch as soon as it is woken."""
+    response = await http.get("/v1/events/stream", params={"coalesce_ms": 5000})
+    assert response.status_code == 400 and "coalesce_ms" in error_of(response)["message"]
+    response = await http.get("/v1/events/stream", params={"coalesce_ms": "x"})
+    assert response.status_code == 400
+    lines: list[str] = []
+
+    async def read() -> None:
+        async with http.stream("GET", "/v1/events/stream", params={"since": 0, "coalesce_ms": 0}) as stream:
+            async for line in stream.aiter_lines():
+                lines.append(line)
+                if line.startswith("data:"):
+                    return
+
+    await http.post("/v1/servers/b1/drain")
+    await asyncio.wait_for(read(), unit(5.0))
+    assert lines[-1].startswith("data:")
 
 
 # -- the TCP listener and its token ----------------------------------------------------------------
