@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import orjson
 from aiohttp import web
 
 from proxy_core.control.body import (
@@ -29,6 +30,9 @@ if TYPE_CHECKING:
     from proxy_core.engine import Engine
 
 ENGINE: web.AppKey[Engine] = web.AppKey("engine")
+# The last `/v1/rates` answer, encoded, and the sample it was made from: the history changes once a second,
+# the dashboard asks every second, and encoding its ~3,600 floats was most of the request's cost.
+RATES_CACHE: web.AppKey[dict[str, Any]] = web.AppKey("rates_cache")
 EVENTS_LIMIT = 1000  # default page of GET /v1/events; a client pages with `next`
 EVENTS_MAX_LIMIT = RING_CAPACITY
 
@@ -57,7 +61,13 @@ async def read_body(request: web.Request, specs: dict[str, Spec]) -> dict[str, A
 
 
 def answer(data: Any, status: int = 200) -> web.Response:
-    return web.json_response(data, status=status)
+    """JSON through orjson: the dashboard polls `/v1/status` on the relaying loop, where the stdlib encoder was
+    about a tenth of the request's CPU (measured with py-spy on 5,000 sequential requests)."""
+    return json_body(orjson.dumps(data, option=orjson.OPT_NON_STR_KEYS), status)
+
+
+def json_body(body: bytes, status: int = 200) -> web.Response:
+    return web.Response(body=body, status=status, content_type="application/json")
 
 
 def _name(request: web.Request) -> str:
@@ -97,7 +107,16 @@ async def get_events(request: web.Request) -> web.Response:
 
 async def get_rates(request: web.Request) -> web.Response:
     check_query(request.query, ())
-    return answer(engine_of(request).rates.to_dict())
+    rates = engine_of(request).rates
+    cache = request.app.get(RATES_CACHE)
+    if cache is None:
+        return answer(rates.to_dict())
+    key = (id(rates), rates.last_sample, len(rates.servers))  # a new sample changes last_sample
+    if cache.get("key") != key:
+        cache["body"] = orjson.dumps(rates.to_dict(), option=orjson.OPT_NON_STR_KEYS)
+        cache["key"] = key
+    body: bytes = cache["body"]
+    return json_body(body)
 
 
 # -- mutations -------------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from proxy_core.config import format_address, parse_listen
 from proxy_core.control.auth import Handler, guard, load_token
 from proxy_core.control.body import MAX_BODY, quote_input
 from proxy_core.control.pages import add_page_routes
-from proxy_core.control.routes import ENGINE, add_routes
+from proxy_core.control.routes import ENGINE, RATES_CACHE, add_routes
 from proxy_core.control.stream import STREAMS
 from proxy_core.errors import ConfigError, WsproxyError
 
@@ -93,6 +93,7 @@ def build_app(
     app = web.Application(client_max_size=MAX_BODY, middlewares=[errors, guard(token, public_read)])
     app[ENGINE] = engine
     app[STREAMS] = streams
+    app[RATES_CACHE] = {}
     if api:
         add_routes(app)
     add_page_routes(app)

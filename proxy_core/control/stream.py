@@ -3,6 +3,10 @@
 The live subscription is taken before the backlog is read, with no await in between, so nothing published
 meanwhile is lost or sent twice. A reader that falls behind gets a gap event from its bounded queue and
 continues; one that disconnects is unsubscribed within POLL_S.
+
+Writes are coalesced: after a write the stream waits `coalesce_ms` (default COALESCE_MS) before looking at its
+queue again, so a burst becomes one write instead of one wake-up and one write per event (the event stream runs
+on the relaying loop). An event after a quiet spell still goes out at once.
 """
 
 from __future__ import annotations
@@ -15,11 +19,14 @@ from aiohttp import web
 
 from proxy_core.control.body import check_query, query_int
 from proxy_core.control.routes import engine_of, resume_point
+from proxy_core.errors import BadRequest
 from proxy_core.events import Event
 
 KEEPALIVE_S = 15.0  # a comment line this often keeps proxies and idle timers from closing the stream
 POLL_S = 1.0  # how soon a reader that went away is noticed and unsubscribed
 BACKLOG_CHUNK = 500  # backlog events per write: one write per event would be 10,000 syscalls
+COALESCE_MS = 100  # at most one write per this long (chosen by measurement: bench/README.md, dashboard_cost.py)
+MAX_COALESCE_MS = 1000
 
 STREAMS: web.AppKey[set[asyncio.Task[Any]]] = web.AppKey("streams")
 
@@ -33,8 +40,14 @@ def format_event(event: Event) -> bytes:
 
 
 async def stream_events(request: web.Request) -> web.StreamResponse:
-    check_query(request.query, ("since",))
+    check_query(request.query, ("since", "coalesce_ms"))
     since = query_int(request.query, "since", None)
+    coalesce_ms = query_int(request.query, "coalesce_ms", COALESCE_MS) or 0
+    if coalesce_ms > MAX_COALESCE_MS:
+        raise BadRequest(
+            f"query parameter 'coalesce_ms': expected an integer in 0..{MAX_COALESCE_MS}, got {coalesce_ms}"
+        )
+    coalesce_s = coalesce_ms / 1000
     engine = engine_of(request)
     response = web.StreamResponse(
         headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -63,6 +76,8 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
             if batch:
                 await response.write(b"".join(format_event(e) for e in batch))
                 last_write = loop.time()
+                if coalesce_s:
+                    await asyncio.sleep(coalesce_s)  # what arrives meanwhile goes out in the next write
             elif loop.time() - last_write >= KEEPALIVE_S:
                 await response.write(b": keepalive\n\n")
                 last_write = loop.time()
