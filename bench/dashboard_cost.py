@@ -11,8 +11,9 @@ loop) for a window, `--runs` times in each mode:
 - `dashboard`: `wsproxy-tui --attach SOCK` running in a pseudo-terminal of 160x48 (Python's `pty` module, the
   slave as its controlling terminal; its output is read and discarded) on CPU 1;
 - `api-only`: a small client (`dashboard_cost.py api`) making the dashboard's control-API requests at its intervals
-  (`/v1/status` every 250 ms, `/v1/rates` every second, the event stream) without drawing anything: it separates
-  what the engine spends serving the dashboard from what the dashboard's own CPU does to the shared load core.
+  (`/v1/status` and `/v1/rates` every second while the event stream is open, and the stream) without drawing
+  anything: it separates what the engine spends serving the dashboard from what the dashboard's own CPU does to
+  the shared load core.
 
 Per run: the relayed RTT p50/p99/p99.9 (wsclient), the engine's CPU per message and how long it waited for its
 core (`Meter`), the dashboard's own CPU % (utime+stime over the same window) and the bytes it drew. A noisy run
@@ -107,7 +108,7 @@ async def api_main(control: str) -> None:
     """What the dashboard asks the engine, without the dashboard: `/v1/status` and `/v1/rates` at the dashboard's
     own intervals (tui.source) and the event stream, read and dropped."""
     from proxy_core.client import ControlClient
-    from tui.source import RATES_INTERVAL_S, STATUS_INTERVAL_S
+    from tui.source import RATES_INTERVAL_S, STREAMING_STATUS_INTERVAL_S
 
     async with ControlClient(target=control) as c:
 
@@ -118,7 +119,7 @@ async def api_main(control: str) -> None:
                 if time.monotonic() - last_rates >= RATES_INTERVAL_S:
                     await c.rates()
                     last_rates = time.monotonic()
-                await asyncio.sleep(STATUS_INTERVAL_S)
+                await asyncio.sleep(STREAMING_STATUS_INTERVAL_S)
 
         async def follow() -> None:
             async for _ in c.stream_events():
@@ -469,6 +470,70 @@ def report(s: dict[str, Any], a: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
+def start_engine(
+    launcher: Launcher, workdir: Path
+) -> tuple[subprocess.Popen[bytes], subprocess.Popen[bytes], int, str]:
+    """The two-port backend (CPU 1) and the engine (CPU 0) in front of it: (backend, engine, port, control)."""
+    ports = [free_port(), free_port()]
+    backend = launcher.start([sys.executable, BACKENDS, "--port", str(ports[0]), "--port", str(ports[1])],
+                             LOAD_CPU, "backends")  # fmt: skip
+    for p in ports:
+        wait_port(p, backend)
+    port, control = free_port(), str(workdir / "ctl.sock")
+    argv = [
+        sys.executable, "-m", "proxy_core", "serve", "--listen", f"127.0.0.1:{port}",
+        "--backend", f"b1=127.0.0.1:{ports[0]}", "--backend", f"b2=127.0.0.1:{ports[1]}",
+        *ENGINE_FLAGS, "--control", control,
+    ]  # fmt: skip
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    engine = launcher.start(argv, PROXY_CPU, "engine", env=env, cwd=str(REPO))
+    wait_port(port, engine)
+    wait_unix(control)
+    return backend, engine, port, control
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# What one control-API request costs the engine.
+
+COST_PATHS = ("/v1/status", "/v1/rates")
+
+
+async def _requests(control: str, path: str, n: int) -> None:
+    from proxy_core.client import ControlClient
+
+    async with ControlClient(target=control) as c:
+        for _ in range(n):
+            await c._request("GET", path)
+
+
+def api_cost(requests: int, warm_s: float) -> dict[str, float]:
+    """Engine CPU per request (us) of each read the dashboard polls, `requests` sequential calls each, on an engine
+    with two servers and no traffic, after `warm_s` seconds (so `/v1/rates` has that many points per series).
+    The engine's idle CPU over the same wall time is subtracted."""
+    with contextlib.suppress(OSError):
+        os.sched_setaffinity(0, {LOAD_CPU})
+    workdir = Path(tempfile.mkdtemp(prefix="wsproxy-apicost-"))
+    launcher = Launcher(workdir)
+    out: dict[str, float] = {}
+    try:
+        _, engine, _, control = start_engine(launcher, workdir)
+        time.sleep(warm_s)
+        asyncio.run(_requests(control, "/v1/status", 200))  # warm-up: imports, caches
+        c0, t0 = cpu_seconds(engine.pid), time.monotonic()
+        time.sleep(2.0)
+        idle_per_s = (cpu_seconds(engine.pid) - c0) / (time.monotonic() - t0)
+        for path in COST_PATHS:
+            c0, t0 = cpu_seconds(engine.pid), time.monotonic()
+            asyncio.run(_requests(control, path, requests))
+            spent = cpu_seconds(engine.pid) - c0 - idle_per_s * (time.monotonic() - t0)
+            out[path] = 1e6 * spent / requests
+            print(f"  {path}: {out[path]:.0f} us of engine CPU per request ({requests} sequential)", flush=True)
+    finally:
+        launcher.stop_all()
+        shutil.rmtree(workdir, ignore_errors=True)
+    return out
+
+
 def orchestrate(a: argparse.Namespace) -> int:
     if shutil.which("taskset") is None:
         raise SystemExit("dashboard_cost.py needs taskset (util-linux) to pin the engine and the rest")
@@ -483,21 +548,7 @@ def orchestrate(a: argparse.Namespace) -> int:
     runs: list[Run] = []
     demo = None
     try:
-        ports = [free_port(), free_port()]
-        backend = launcher.start([sys.executable, BACKENDS, "--port", str(ports[0]), "--port", str(ports[1])],
-                                 LOAD_CPU, "backends")  # fmt: skip
-        for p in ports:
-            wait_port(p, backend)
-        port, control = free_port(), str(workdir / "ctl.sock")
-        argv = [
-            sys.executable, "-m", "proxy_core", "serve", "--listen", f"127.0.0.1:{port}",
-            "--backend", f"b1=127.0.0.1:{ports[0]}", "--backend", f"b2=127.0.0.1:{ports[1]}",
-            *ENGINE_FLAGS, "--control", control,
-        ]  # fmt: skip
-        env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-        engine = launcher.start(argv, PROXY_CPU, "engine", env=env, cwd=str(REPO))
-        wait_port(port, engine)
-        wait_unix(control)
+        backend, engine, port, control = start_engine(launcher, workdir)
         churn = launcher.start([sys.executable, str(HERE), "churn", "--port", str(port)], LOAD_CPU, "churn",
                                pipe_stdio=True)  # fmt: skip
         LineReader(churn.stdout).expect("READY", 15.0)  # type: ignore[arg-type]
@@ -547,7 +598,13 @@ def main(argv: list[str] | None = None) -> int:
     api = sub.add_parser("api", help="internal: the dashboard's control-API traffic without the dashboard")
     api.add_argument("--control", required=True)
     p.add_argument("--no-api-runs", action="store_true", help="skip the api-only runs (dashboard traffic, no UI)")
+    cost = sub.add_parser("api-cost", help="engine CPU per /v1/status and /v1/rates request, on an idle engine")
+    cost.add_argument("--requests", type=int, default=2000, help="sequential requests per path (default 2000)")
+    cost.add_argument("--warm", type=float, default=5.0, help="seconds the engine runs first (default 5)")
     a = p.parse_args(argv)
+    if a.role == "api-cost":
+        api_cost(a.requests, a.warm)
+        return 0
     if a.role == "api":
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(api_main(a.control))

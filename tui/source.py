@@ -8,7 +8,7 @@ import copy
 import json
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, tzinfo
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,13 @@ Post = Callable[[Message], bool]
 
 # Status 4 Hz and rates 1 Hz: fast enough to watch a drain, cheap enough for the engine.
 STATUS_INTERVAL_S = 0.25
+# While the event stream is connected, status once a second (like hatop): state changes and operator actions
+# arrive as events and fetch a fresh status at once, so only counts and times move at 1 Hz. Each `/v1/status`
+# costs the engine ~200 us of CPU on the loop that relays (bench/README.md, dashboard_cost.py).
+STREAMING_STATUS_INTERVAL_S = 1.0
 RATES_INTERVAL_S = 1.0
+# Events that change what the table shows: handed up at once, and a status fetched right away.
+URGENT_EVENTS = frozenset({"state", "operator"})
 # Events are handed up in batches so the logs are written once per tick (dashboard-anchors §4).
 EVENT_FLUSH_S = 0.25
 BACKOFF_MIN_S = 0.25
@@ -99,11 +105,16 @@ class LiveSource(DataSource):
         *,
         status_interval: float = STATUS_INTERVAL_S,
         rates_interval: float = RATES_INTERVAL_S,
+        streaming_status_interval: float = STREAMING_STATUS_INTERVAL_S,
     ) -> None:
         self.client = client
         self.description = client.target
         self.status_interval = status_interval
+        self.streaming_status_interval = streaming_status_interval
         self.rates_interval = rates_interval
+        #: True while the event stream is open: status is then polled at streaming_status_interval.
+        self.streaming = False
+        self._poll_now = asyncio.Event()
         self.last_seq = 0
         self.last_ok: float | None = None
         self.lost_since: float | None = None
@@ -136,6 +147,7 @@ class LiveSource(DataSource):
         backoff = BACKOFF_MIN_S
         last_rates = 0.0
         while True:
+            self._poll_now.clear()  # a request for a fresh status from here on is served by this poll or the next
             try:
                 status = await self.client.status()
                 if time.monotonic() - last_rates >= self.rates_interval:
@@ -150,7 +162,13 @@ class LiveSource(DataSource):
             backoff = BACKOFF_MIN_S
             self._link_up()
             self._post(SnapshotUpdated(status, now=self.last_ok or time.time()))
-            await asyncio.sleep(self.status_interval)
+            interval = self.streaming_status_interval if self.streaming else self.status_interval
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._poll_now.wait(), interval)
+
+    def poll_now(self) -> None:
+        """Fetch the status now rather than at the next interval (after a change the table must show)."""
+        self._poll_now.set()
 
     def _link_down(self, error: str, retry_in: float) -> None:
         if self.lost_since is None:
@@ -169,14 +187,22 @@ class LiveSource(DataSource):
         while True:
             try:
                 await self._check_engine_identity()
+                self.streaming = True
                 async for event in self.client.stream_events(since=self.last_seq):
                     backoff = BACKOFF_MIN_S
                     seq = event.get("seq")
                     if isinstance(seq, int):
                         self.last_seq = max(self.last_seq, seq)
                     self._pending.append(event)
+                    if event.get("type") in URGENT_EVENTS:
+                        self._flush()
+                        self.poll_now()
             except (ControlUnavailable, ControlError):
                 pass
+            finally:
+                if self.streaming:
+                    self.streaming = False
+                    self.poll_now()  # back to the faster interval; an engine gone is noticed at once
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, BACKOFF_MAX_S)
 
@@ -191,36 +217,46 @@ class LiveSource(DataSource):
     async def _flush_loop(self) -> None:
         while True:
             await asyncio.sleep(EVENT_FLUSH_S)
-            if self._pending:
-                batch, self._pending = self._pending, []
-                self._post(EventsReceived(batch))
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._pending:
+            batch, self._pending = self._pending, []
+            self._post(EventsReceived(batch))
+
+    async def _changed(self, call: Awaitable[JSON]) -> JSON:
+        """A mutation: the table shows its effect from the status fetched right after it."""
+        try:
+            return await call
+        finally:
+            self.poll_now()
 
     async def server(self, name: str) -> JSON:
         return await self.client.server(name)
 
     async def add(self, name: str, address: str, weight: int, max_conns: int | None = None) -> JSON:
-        return await self.client.add(name, address, weight, max_conns)
+        return await self._changed(self.client.add(name, address, weight, max_conns))
 
     async def drain(self, name: str, deadline_s: float | None = None, force: bool = False) -> JSON:
-        return await self.client.drain(name, deadline_s, force)
+        return await self._changed(self.client.drain(name, deadline_s, force))
 
     async def undrain(self, name: str) -> JSON:
-        return await self.client.undrain(name)
+        return await self._changed(self.client.undrain(name))
 
     async def set_weight(self, name: str, weight: int, force: bool = False) -> JSON:
-        return await self.client.set_weight(name, weight, force)
+        return await self._changed(self.client.set_weight(name, weight, force))
 
     async def disable(self, name: str, force: bool = False) -> JSON:
-        return await self.client.disable(name, force)
+        return await self._changed(self.client.disable(name, force))
 
     async def enable(self, name: str) -> JSON:
-        return await self.client.enable(name)
+        return await self._changed(self.client.enable(name))
 
     async def remove(self, name: str, force: bool = False) -> JSON:
-        return await self.client.remove(name, force)
+        return await self._changed(self.client.remove(name, force))
 
     async def close_connection(self, conn_id: int) -> JSON:
-        return await self.client.close_connection(conn_id)
+        return await self._changed(self.client.close_connection(conn_id))
 
 
 class ScriptedSource(DataSource):

@@ -206,3 +206,18 @@ async def test_record_then_replay(stack: Stack) -> None:
     async with app.run_test(size=SIZE) as pilot:
         await wait_until(pilot, lambda: cell(app, "b2", "state") == "up", "replayed snapshot")
         assert "b1 none → up: added" in events_text(app)
+
+
+async def test_live_state_changes_show_at_once_with_slow_status_polls(stack: Stack) -> None:
+    """With the event stream open, status is polled slowly; a state change or an action made elsewhere (an
+    operator event) still fetches a fresh status at once, so the table never waits for the next poll."""
+    source = LiveSource(ControlClient(uds=stack.launcher.control_path), streaming_status_interval=120.0)
+    app = DashboardApp(source, attach_hint="")
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: cell(app, "b2", "state") == "up", "b2 up")
+        await wait_until(pilot, lambda: source.streaming, "the event stream open")
+        stack.launcher.stop(stack.backends["b2"][1])
+        await wait_until(pilot, lambda: cell(app, "b2", "state") == "down", "b2 down without a poll due")
+        async with ControlClient(uds=stack.launcher.control_path) as other:  # another operator, e.g. the CLI
+            await other.drain("b1", force=True)
+        await wait_until(pilot, lambda: cell(app, "b1", "state").startswith("drain"), "b1 draining or drained")
