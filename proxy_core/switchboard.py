@@ -161,7 +161,7 @@ class Switchboard:
 
     async def _connect(self, client: ClientSide) -> None:
         """Try servers until one accepts (bounded retries); only then close the client."""
-        client_ip = client.peer[0] if client.peer else ""
+        client_ip = client.address.rpartition(":")[0] if client.address else ""
         tried: list[str] = []
         last_reason = "no eligible server"
         timeout = self.config.timeouts.connect or None
