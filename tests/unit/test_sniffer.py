@@ -743,6 +743,19 @@ def mutate(rng: random.Random, data: bytes) -> bytes:
     return bytes(out)
 
 
+Outcome = tuple[str, RequestHead | ResponseHead | None, str | None]
+
+
+def outcomes(cases: list[tuple[type[Sniffer], bytes]]) -> list[Outcome]:
+    """What a fresh sniffer makes of each head, fed whole."""
+    results: list[Outcome] = []
+    for cls, data in cases:
+        sniffer = cls()
+        sniffer.feed(data)
+        results.append((sniffer.state, sniffer.head, sniffer.error))
+    return results
+
+
 def test_mutated_heads_read_alike_with_and_without_llhttp(monkeypatch: pytest.MonkeyPatch) -> None:
     """A seeded differential fuzz: llhttp's outcome for every mutated head is the websockets/h11 one."""
     if sniffer_module._LLHTTP_REQUEST is None or sniffer_module._LLHTTP_RESPONSE is None:
@@ -750,21 +763,13 @@ def test_mutated_heads_read_alike_with_and_without_llhttp(monkeypatch: pytest.Mo
     rng = random.Random(1729)
     cases = [(cls, mutate(rng, base)) for cls, base in (rng.choice(MUTATED_BASES) for _ in range(2000))]
 
-    def outcomes() -> list[tuple[str, RequestHead | ResponseHead | None, str | None]]:
-        results: list[tuple[str, RequestHead | ResponseHead | None, str | None]] = []
-        for cls, data in cases:
-            sniffer = cls()
-            sniffer.feed(data)
-            results.append((sniffer.state, sniffer.head, sniffer.error))
-        return results
-
     no_fast_path(monkeypatch)
     fallbacks = [spy_on(monkeypatch, "_parse_request_fallback"), spy_on(monkeypatch, "_parse_response_fallback")]
-    with_llhttp = outcomes()
+    with_llhttp = outcomes(cases)
     parsed = sum(state in ("done", "error") for state, _, _ in with_llhttp)
     by_llhttp = parsed - sum(len(calls) for calls in fallbacks)
     reference_parsers_only(monkeypatch)
-    without = outcomes()
+    without = outcomes(cases)
     assert [(data, a, b) for (_, data), a, b in zip(cases, with_llhttp, without, strict=True) if a != b] == []
     assert by_llhttp > 300 and parsed - by_llhttp > 300  # the fuzz reaches both paths
 
@@ -819,14 +824,6 @@ def test_strict_fast_path_reads_mutated_heads_as_the_reference_parsers_do(monkey
     ]
     cases = [(cls, mutate_near_strict(rng, base)) for cls, base in (rng.choice(bases) for _ in range(3000))]
 
-    def outcomes() -> list[tuple[str, RequestHead | ResponseHead | None, str | None]]:
-        results: list[tuple[str, RequestHead | ResponseHead | None, str | None]] = []
-        for cls, data in cases:
-            sniffer = cls()
-            sniffer.feed(data)
-            results.append((sniffer.state, sniffer.head, sniffer.error))
-        return results
-
     decided = [0]
     for name in ("_strict_request", "_strict_response"):
         real = getattr(sniffer_module, name)
@@ -837,9 +834,9 @@ def test_strict_fast_path_reads_mutated_heads_as_the_reference_parsers_do(monkey
             return result
 
         monkeypatch.setattr(sniffer_module, name, counted)
-    fast = outcomes()
+    fast = outcomes(cases)
     reference_parsers_only(monkeypatch)
-    reference = outcomes()
+    reference = outcomes(cases)
     assert [(data, a, b) for (_, data), a, b in zip(cases, fast, reference, strict=True) if a != b] == []
     parsed = sum(state in ("done", "error") for state, _, _ in fast)
     assert decided[0] > 800 and parsed - decided[0] > 800  # the fuzz reaches both sides of the border
