@@ -506,10 +506,10 @@ async def _requests(control: str, path: str, n: int) -> None:
             await c._request("GET", path)
 
 
-def api_cost(requests: int, warm_s: float) -> dict[str, float]:
+def api_cost(requests: int, warm_s: float, stream_s: float) -> dict[str, float]:
     """Engine CPU per request (us) of each read the dashboard polls, `requests` sequential calls each, on an engine
     with two servers and no traffic, after `warm_s` seconds (so `/v1/rates` has that many points per series).
-    The engine's idle CPU over the same wall time is subtracted."""
+    The engine's idle CPU over the same wall time is subtracted. Then, unless `stream_s` is 0, `stream_cost`."""
     with contextlib.suppress(OSError):
         os.sched_setaffinity(0, {LOAD_CPU})
     workdir = Path(tempfile.mkdtemp(prefix="wsproxy-apicost-"))
@@ -528,10 +528,77 @@ def api_cost(requests: int, warm_s: float) -> dict[str, float]:
             spent = cpu_seconds(engine.pid) - c0 - idle_per_s * (time.monotonic() - t0)
             out[path] = 1e6 * spent / requests
             print(f"  {path}: {out[path]:.0f} us of engine CPU per request ({requests} sequential)", flush=True)
+        if stream_s > 0:
+            out.update(stream_cost(launcher, engine.pid, control, stream_s))
     finally:
         launcher.stop_all()
         shutil.rmtree(workdir, ignore_errors=True)
     return out
+
+
+STREAM_MODES: tuple[int | None, ...] = (None, 0, 250, 1000)  # no reader, then coalesce_ms
+
+
+def stream_cost(launcher: Launcher, engine_pid: int, control: str, seconds: float) -> dict[str, float]:
+    """Engine CPU (ms per second) under the churn client with no event-stream reader, then with one reader per
+    `coalesce_ms` in STREAM_MODES, `seconds` each, two rounds in alternating order."""
+    port = int(json.loads(_get(control, "/v1/status"))["listeners"][0]["address"].rsplit(":", 1)[1])
+    churn = launcher.start([sys.executable, str(HERE), "churn", "--port", str(port)], LOAD_CPU, "churn", True)
+    LineReader(churn.stdout).expect("READY", 15.0)  # type: ignore[arg-type]
+    time.sleep(2.0)
+    spent: dict[str, list[float]] = {}
+    events: list[float] = []
+    for rnd in range(2):
+        for mode in STREAM_MODES if rnd == 0 else STREAM_MODES[::-1]:
+            reader = None
+            if mode is not None:
+                argv = [sys.executable, str(HERE), "stream", "--control", control, "--coalesce-ms", str(mode)]
+                reader = launcher.start(argv, LOAD_CPU, "stream", True)
+                LineReader(reader.stdout).expect("READY", 15.0)  # type: ignore[arg-type]
+                time.sleep(1.0)
+            seq0 = json.loads(_get(control, "/v1/status"))["totals"]["last_seq"]
+            c0, t0 = cpu_seconds(engine_pid), time.monotonic()
+            time.sleep(seconds)
+            wall = time.monotonic() - t0
+            spent.setdefault("none" if mode is None else f"{mode} ms", []).append(
+                1e3 * (cpu_seconds(engine_pid) - c0) / wall
+            )
+            events.append((json.loads(_get(control, "/v1/status"))["totals"]["last_seq"] - seq0) / wall)
+            if reader is not None:
+                launcher.stop(reader)
+    launcher.stop(churn)
+    out: dict[str, float] = {}
+    base = statistics.mean(spent["none"])
+    rate = statistics.mean(events)
+    print(f"  event stream under churn ({rate:.0f} events/s), engine CPU in ms per second (mean of 2 x {seconds:g} s):")
+    for label, values in spent.items():
+        out[f"stream {label}"] = statistics.mean(values)
+        extra = "" if label == "none" else f", +{1e3 * (out[f'stream {label}'] - base) / rate:.0f} us per event"
+        print(f"    reader {label:7s}: {out[f'stream {label}']:.1f} ({', '.join(f'{v:.1f}' for v in values)}){extra}")
+    return out
+
+
+def _get(control: str, path: str) -> bytes:
+    from proxy_core.client import ControlClient
+
+    async def get() -> bytes:
+        async with ControlClient(target=control) as c:
+            return json.dumps(await c._request("GET", path)).encode()
+
+    return asyncio.run(get())
+
+
+async def stream_main(control: str, coalesce_ms: int) -> None:
+    """An event-stream reader with the given `coalesce_ms`, reading and dropping."""
+    import httpx
+
+    transport = httpx.AsyncHTTPTransport(uds=control)
+    async with httpx.AsyncClient(transport=transport, base_url="http://wsproxy", timeout=None) as http:
+        params = {"coalesce_ms": coalesce_ms}
+        async with http.stream("GET", "/v1/events/stream", params=params) as response:
+            print("READY", flush=True)
+            async for _ in response.aiter_raw():
+                pass
 
 
 def orchestrate(a: argparse.Namespace) -> int:
@@ -601,9 +668,18 @@ def main(argv: list[str] | None = None) -> int:
     cost = sub.add_parser("api-cost", help="engine CPU per /v1/status and /v1/rates request, on an idle engine")
     cost.add_argument("--requests", type=int, default=2000, help="sequential requests per path (default 2000)")
     cost.add_argument("--warm", type=float, default=5.0, help="seconds the engine runs first (default 5)")
+    cost.add_argument("--stream-seconds", type=float, default=10.0, help="per event-stream mode (0: skip)")
+    stream = sub.add_parser("stream", help="internal: an event-stream reader")
+    stream.add_argument("--control", required=True)
+    stream.add_argument("--coalesce-ms", type=int, default=1000)
     a = p.parse_args(argv)
     if a.role == "api-cost":
-        api_cost(a.requests, a.warm)
+        raise_nofile()
+        api_cost(a.requests, a.warm, a.stream_seconds)
+        return 0
+    if a.role == "stream":
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(stream_main(a.control, a.coalesce_ms))
         return 0
     if a.role == "api":
         with contextlib.suppress(KeyboardInterrupt):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import io
 import json
@@ -411,42 +412,54 @@ async def test_event_stream_wire_format(pool: tuple[EngineProc, list[EchoBackend
 async def test_event_stream_coalesces_writes(
     pool: tuple[EngineProc, list[EchoBackend]], http: httpx.AsyncClient
 ) -> None:
-    """After a write the stream waits `coalesce_ms` before the next one: events published meanwhile arrive
-    together, in one write; the first event after a quiet spell is not delayed."""
+    """Events go out at most once per `coalesce_ms`, together; the first after a quiet spell goes at once, and a
+    state change or operator action goes within about 100 ms, taking the held events with it."""
     engine, _ = pool
     pieces: list[tuple[float, bytes]] = []
     loop = asyncio.get_running_loop()
-    first = asyncio.Event()
+
+    def arrived(marker: bytes, count: int = 1) -> bool:
+        return b"".join(p for _, p in pieces).count(marker) >= count
+
+    def when(marker: bytes) -> tuple[float, bytes]:
+        return next((t, p) for t, p in pieces if marker in p)
 
     async def read() -> None:
-        params = {"coalesce_ms": 1000}
-        async with http.stream("GET", "/v1/events/stream", params=params) as response:
+        async with http.stream("GET", "/v1/events/stream", params={"coalesce_ms": 1500}) as response:
             async for piece in response.aiter_raw():
                 pieces.append((loop.time(), piece))
-                if b'"drain"' in piece:
-                    first.set()
-                if b"".join(p for _, p in pieces).count(b'"weight"') >= 2:
-                    return
 
     reader = asyncio.create_task(read())
-    await wait_until(lambda: bool(pieces), what="the stream's opening comment")
-    async with engine.client() as client:
+    try:
+        await wait_until(lambda: bool(pieces), what="the stream's opening comment")
         start = loop.time()
-        await client.drain("b1")
-        await asyncio.wait_for(first.wait(), unit(5.0))
-        assert loop.time() - start < 0.9  # sent at once: nothing was written in the last second
-        await client.set_weight("b2", 2)
-        await client.set_weight("b2", 3)
-    await asyncio.wait_for(reader, unit(5.0))
-    at_drain = next(t for t, p in pieces if b'"drain"' in p)
-    last = [p for _, p in pieces if b'"weight"' in p]
-    assert len(last) == 1 and last[0].count(b'"weight"') == 2  # both weights in one write
-    assert pieces[-1][0] - at_drain >= 0.9  # held back for the coalescing window
+        first = await open_ws(engine)
+        await wait_until(lambda: arrived(b'"handshake"'), what="the first handshake")
+        at_first, _ = when(b'"handshake"')
+        assert at_first - start < 1.2  # after a quiet spell: at once
+        second = await open_ws(engine)
+        await first.close()  # a handshake and a close, held until 1.5 s after the first write
+        await wait_until(lambda: arrived(b'"close"'), what="the held events")
+        at_held, held = when(b'"close"')
+        assert held.count(b'"handshake"') == 1 and at_held - at_first >= 1.4
+        third = await open_ws(engine)  # held again: the window starts over
+        sent = loop.time()
+        async with engine.client() as client:
+            await client.drain("b1")  # urgent: goes out within ~100 ms with the held handshake
+        await wait_until(lambda: arrived(b'"drain"'), what="the drain")
+        at_drain, urgent = when(b'"drain"')
+        assert b'"handshake"' in urgent and at_drain - sent < 1.0
+        await second.close()
+        await third.close()
+    finally:
+        reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reader
 
 
 async def test_event_stream_coalesce_parameter_is_checked(http: httpx.AsyncClient) -> None:
-    """`coalesce_ms` is 0..1000; 0 writes each batch as soon as it is woken."""
-    response = await http.get("/v1/events/stream", params={"coalesce_ms": 5000})
+    """`coalesce_ms` is 0..5000; 0 writes each batch as soon as it is woken."""
+    response = await http.get("/v1/events/stream", params={"coalesce_ms": 5001})
     assert response.status_code == 400 and "coalesce_ms" in error_of(response)["message"]
     response = await http.get("/v1/events/stream", params={"coalesce_ms": "x"})
     assert response.status_code == 400
