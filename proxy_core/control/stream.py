@@ -27,7 +27,7 @@ from proxy_core.events import Event, Subscription
 
 KEEPALIVE_S = 15.0  # a comment line this often keeps proxies and idle timers from closing the stream
 POLL_S = 1.0  # how soon a reader that went away is noticed and unsubscribed
-BACKLOG_CHUNK = 500  # backlog events per write: one write per event would be 10,000 syscalls
+BACKLOG_CHUNK = 500  # events per write (~2 ms of encoding): one write per event would be 10,000 syscalls
 COALESCE_MS = 1000  # at most one write per this long, unless URGENT (measured: see above and bench/README.md)
 MAX_COALESCE_MS = 5000
 URGENT = frozenset({"state", "operator"})  # what changes the dashboard's table: held at most URGENT_CHECK_S
@@ -47,15 +47,25 @@ def format_event(event: Event) -> bytes:
 async def _hold(
     subscription: Subscription, batch: list[Event], until: float, loop: asyncio.AbstractEventLoop
 ) -> list[Event]:
-    """Gather events until `until` (loop time), or until an URGENT one is among them; checked every
-    URGENT_CHECK_S, so a held stream costs a timer wake-up now and then, never a wake-up per event."""
+    """Gather events until `until` (loop time), until an URGENT one is among them, or until a chunk's worth
+    has gathered (busy streams are already one write per many events); checked every URGENT_CHECK_S, so a
+    held stream costs a timer wake-up now and then, never a wake-up per event."""
     urgent = any(e.type in URGENT for e in batch)
-    while not urgent and (left := until - loop.time()) > 0:
+    while not urgent and len(batch) < BACKLOG_CHUNK and (left := until - loop.time()) > 0:
         await asyncio.sleep(min(URGENT_CHECK_S, left))
         more = await subscription.next_batch(0)
         urgent = any(e.type in URGENT for e in more)
         batch += more
     return batch
+
+
+async def _write_events(response: web.StreamResponse, events: list[Event]) -> None:
+    """Write in chunks of BACKLOG_CHUNK, letting the relay run between them: encoding thousands of events
+    at once held the loop for tens of ms (measured: relayed p99 6 -> 40 ms at 8,000 connections/s)."""
+    for start in range(0, len(events), BACKLOG_CHUNK):
+        if start:
+            await asyncio.sleep(0)
+        await response.write(b"".join(format_event(e) for e in events[start : start + BACKLOG_CHUNK]))
 
 
 async def stream_events(request: web.Request) -> web.StreamResponse:
@@ -83,8 +93,7 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
     try:
         await response.prepare(request)
         await response.write(b": wsproxy event stream\n\n")
-        for start in range(0, len(backlog), BACKLOG_CHUNK):
-            await response.write(b"".join(format_event(e) for e in backlog[start : start + BACKLOG_CHUNK]))
+        await _write_events(response, backlog)
         last_write = loop.time()
         last_events = last_write if backlog else -KEEPALIVE_S  # when events were last written
         del backlog
@@ -96,7 +105,7 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
             if batch:
                 if coalesce_s:
                     batch = await _hold(subscription, batch, last_events + coalesce_s, loop)
-                await response.write(b"".join(format_event(e) for e in batch))
+                await _write_events(response, batch)
                 last_write = last_events = loop.time()
             elif loop.time() - last_write >= KEEPALIVE_S:
                 await response.write(b": keepalive\n\n")
