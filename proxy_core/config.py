@@ -330,5 +330,20 @@ def load_file(path: str) -> EngineConfig:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(path, "", f"valid TOML ({exc})") from exc
+        line_no, line = _toml_error_line(text, str(exc))
+        raise ConfigError(f"{path} line {line_no}", line, f"valid TOML ({exc})") from exc
     return parse_config(data)
+
+
+_TOML_ERROR_LINE = re.compile(r"at line (\d+)")
+
+
+def _toml_error_line(text: str, message: str) -> tuple[int, str]:
+    """The line tomllib stopped at (its message says "at line N", or "at end of document"), to show it."""
+    lines = text.splitlines() or [""]
+    match = _TOML_ERROR_LINE.search(message)
+    if match is not None:
+        number = min(max(int(match.group(1)), 1), len(lines))
+    else:  # at end of document: the last line that says something
+        number = max((i for i, line in enumerate(lines, 1) if line.strip()), default=1)
+    return number, lines[number - 1].strip()

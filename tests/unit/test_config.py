@@ -8,7 +8,7 @@ import tomllib
 import pytest
 
 from proxy_core.checkspec import CheckConfig
-from proxy_core.config import parse_backend_flag, parse_check_flag, parse_config
+from proxy_core.config import load_file, parse_backend_flag, parse_check_flag, parse_config
 from proxy_core.errors import ConfigError
 from proxy_core.flags import add_engine_flags, build_config
 
@@ -133,6 +133,26 @@ def test_flags_override_the_file(tmp_path: object) -> None:
     assert [s.name for s in config.servers] == ["x"]
     assert config.check.fall == 3 and config.check.type == "http"
     assert config.balance == "least_conn"
+
+
+@pytest.mark.parametrize(
+    ("text", "where", "shown"),
+    [
+        ('balance = "round_robin"\nlisten = [\n', "line 2", "listen = ["),
+        ("[timeouts]\nconnect = 3.0 3.0\n[[server]]\n", "line 2", "connect = 3.0 3.0"),
+        ('name = "unterminated\n', "line 1", 'name = "unterminated'),
+    ],
+)
+def test_malformed_toml_names_the_file_line_and_its_text(tmp_path: object, text: str, where: str, shown: str) -> None:
+    """A file tomllib refuses is reported with its path, the line it stopped at and that line's text."""
+    from pathlib import Path
+
+    path = Path(str(tmp_path)) / "wsproxy.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_file(str(path))
+    message = str(info.value)
+    assert message.startswith(f"{path} {where}: invalid value {shown!r}; valid TOML ("), message
 
 
 def test_flag_errors_name_the_flag() -> None:
