@@ -104,3 +104,19 @@ class CoreTimes:
         """Fraction of the interval the core was busy."""
         dt = self.total - before.total
         return (self.busy - before.busy) / dt if dt > 0 else 0.0
+
+
+def time_wait_sockets() -> int:
+    """TCP sockets in TIME_WAIT on this host, IPv4 and IPv6 (`tw` in /proc/net/sockstat*)."""
+    total = 0
+    for name in ("sockstat", "sockstat6"):
+        try:
+            text = Path(f"/proc/net/{name}").read_text()
+        except OSError:
+            continue
+        for line in text.splitlines():
+            if line.startswith(("TCP:", "TCP6:")):
+                fields = line.split()
+                if "tw" in fields:
+                    total += int(fields[fields.index("tw") + 1])
+    return total

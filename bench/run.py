@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from loadgen import LOAD_CPU, PROXY_CPU
-from measure import CoreTimes
+from measure import CoreTimes, time_wait_sockets
 from procs import Launcher, free_port, raise_nofile, wait_port
 from proxies import COLUMN_NAMES, WSPROXY_FEATURE_ARGS, WSPROXY_LEAN_ARGS, Column, make_columns
 from report import NOISE_PCT, Results, fmt, noise_warnings, scenario_block, summary_block
@@ -36,6 +36,12 @@ NOISE_RETRIES = 1  # extra runs of a column when other work shared the proxy cor
 SHOWN = ("rate", "cpu", "rss", "wait_pct", "error")
 FD_MARGIN = 1000  # descriptors a proxy needs beyond two per held connection
 NOISE_WARN = 0.05  # the proxy core should be idle before we start: other work there skews every figure
+# Connection churn leaves sockets in TIME_WAIT (60 s each, up to tcp_max_tw_buckets), and a host full of them makes
+# every outgoing connect dearer (measured: 177 µs per handshake for a column that started settled, 250-304 right
+# after other columns' churn, on the same host within the hour). Each column of a scenario therefore
+# starts once they are down to TW_SETTLE (waiting at most TW_MAX_WAIT_S), so no column pays for the one before it.
+TW_SETTLE = 2_000
+TW_MAX_WAIT_S = 75.0
 
 
 def core_noise(seconds: float = 0.5) -> float:
@@ -93,11 +99,13 @@ def run_scenario(
         runs = 0
         while runs <= NOISE_RETRIES:
             runs += 1
+            tw_start = settle_time_wait(settings.settle_time_wait)
             t0 = time.monotonic()
             try:
                 figures = sc.run(launcher, col, settings)
             except Exception as exc:
                 figures = {"error": f"{type(exc).__name__}: {exc}"}
+            figures["tw_start"] = tw_start
             shown = ", ".join(f"{k}={fmt(v)}" for k, v in figures.items() if k in SHOWN)
             print(f"  [{sc.num} {sc.key}] {col.name:13s} {shown}  ({time.monotonic() - t0:.1f}s)", file=sys.stderr)
             time.sleep(PAUSE)
@@ -109,6 +117,19 @@ def run_scenario(
         assert best is not None
         best["runs"] = runs
         results[sc.key][col.name] = best
+
+
+def settle_time_wait(enabled: bool) -> int:
+    """Wait (bounded) until TIME_WAIT sockets from earlier runs are down to TW_SETTLE; return how many are left."""
+    count = time_wait_sockets()
+    if not enabled or count <= TW_SETTLE:
+        return count
+    t0 = time.monotonic()
+    while count > TW_SETTLE and time.monotonic() - t0 < TW_MAX_WAIT_S:
+        time.sleep(1.0)
+        count = time_wait_sockets()
+    print(f"  (waited {time.monotonic() - t0:.0f}s for TIME_WAIT sockets to expire: {count} left)", file=sys.stderr)
+    return count
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -134,8 +155,16 @@ def main(argv: list[str] | None = None) -> int:
         default=shlex.join(WSPROXY_FEATURE_ARGS),
         help="wsproxy flags of the features-on column, which also gets an event subscriber (default: %(default)s)",
     )
+    p.add_argument(
+        "--no-settle",
+        action="store_true",
+        help="start each run at once, without waiting for TIME_WAIT sockets of earlier runs to expire (faster, "
+        "but connection-churn figures then depend on what ran before)",
+    )
     args = p.parse_args(argv)
     settings = Settings.quick() if args.quick else Settings()
+    if args.no_settle:
+        settings = replace(settings, settle_time_wait=False)
     scenarios = select(args.only)
     names = [n.strip() for n in args.columns.split(",") if n.strip()]
     if bad := set(names) - set(COLUMN_NAMES):

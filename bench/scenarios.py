@@ -33,10 +33,12 @@ class Settings:
     # Noisy runs are repeated only this many seconds into the run: with every run repeated until then the whole run
     # still ends in about 5 min (full) or 1.5 min (quick).
     retry_budget_s: float = 100.0
+    # Wait before each run until earlier runs' TIME_WAIT sockets have expired (see run.py's TW_SETTLE).
+    settle_time_wait: bool = True
 
     @staticmethod
     def quick() -> Settings:
-        return Settings(duration=1.0, wrk_seconds=1, idle_conns=2000, retry_budget_s=35.0)
+        return Settings(duration=1.0, wrk_seconds=1, idle_conns=2000, retry_budget_s=35.0, settle_time_wait=False)
 
 
 @dataclass(frozen=True)
@@ -156,6 +158,7 @@ _CORES = [
     ("wait_pct", "proxy waiting for its core %"),
     ("other_pct", "other work on proxy core %"),
     ("load_core_pct", "load core busy %"),
+    ("tw_start", "TIME_WAIT sockets at start"),
 ]
 
 SCENARIOS: list[Scenario] = [
@@ -253,6 +256,7 @@ SCENARIOS: list[Scenario] = [
             ("rss_before", "proxy RSS MiB before"),
             ("rss_after", "proxy RSS MiB holding"),
             ("open_s", "seconds to open all"),
+            ("tw_start", "TIME_WAIT sockets at start"),
         ],
         ["rss"],
         ws_idle,
