@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import sys
 from pathlib import Path
 
@@ -107,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
             read_only=args.read_only,
             owns_engine=launcher is not None,
             attach_hint=attach_hint,
+            on_signal=signal_choice(args.demo, launcher is not None),
         )
         choice = app.run()
     except LaunchError as exc:
@@ -122,16 +124,30 @@ def main(argv: list[str] | None = None) -> int:
     return finish(launcher, choice, attach_hint)
 
 
+def signal_choice(demo: bool, owns_engine: bool) -> QuitChoice:
+    """What SIGTERM or SIGHUP does: the demo's processes serve nobody once the dashboard is gone, so they stop;
+    an engine started from a configuration keeps its clients connected (re-attach later); attached: just quit."""
+    if demo:
+        return QuitChoice.STOP
+    return QuitChoice.LEAVE if owns_engine else QuitChoice.QUIT
+
+
+def say(text: str) -> None:
+    """Print if there is still a terminal: after a hang-up, writing fails and must not stop the clean-up."""
+    with contextlib.suppress(OSError):
+        print(text, flush=True)
+
+
 def finish(launcher: Launcher | None, choice: QuitChoice | None, attach_hint: str) -> int:
     """Stop what we started, unless the operator chose to leave the engine running."""
     if launcher is None:
         return 0
     if choice is QuitChoice.LEAVE:
         pids = ", ".join(f"{c.name} {c.pid}" for c in launcher.running())
-        print(f"engine left running ({pids}); logs in {launcher.workdir}")
-        print(f"re-attach with: {attach_hint}")
+        say(f"engine left running ({pids}); logs in {launcher.workdir}")
+        say(f"re-attach with: {attach_hint}")
         return 0
-    print("stopping the engine (it drains its connections first)…", flush=True)
+    say("stopping the engine (it drains its connections first)…")
     launcher.stop_all()
     launcher.cleanup()
     return 0

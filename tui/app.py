@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import signal
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -44,12 +46,16 @@ class DashboardApp(App[QuitChoice | None], inherit_bindings=False):
         read_only: bool = False,
         owns_engine: bool = False,
         attach_hint: str = "",
+        on_signal: QuitChoice = QuitChoice.QUIT,
     ) -> None:
         super().__init__()
         self.source = source
         self.read_only = read_only
         self.owns_engine = owns_engine
         self.attach_hint = attach_hint
+        # What SIGTERM or SIGHUP (the terminal went away) does, when there is nobody to ask.
+        self.on_signal = on_signal
+        self._signals: list[signal.Signals] = []
         self.ops = Operations(self)
         self.status: JSON = {}
         self.link_lost = False
@@ -66,7 +72,20 @@ class DashboardApp(App[QuitChoice | None], inherit_bindings=False):
         bar.live = self.source.live
         await self.source.start(self.post_message)
 
+    def on_mount(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            try:
+                loop.add_signal_handler(sig, self.exit, self.on_signal)
+            except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, or no such signal here
+                continue
+            self._signals.append(sig)
+
     async def on_unmount(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in self._signals:
+            loop.remove_signal_handler(sig)
+        self._signals.clear()
         await self.source.stop()
 
     # Data in
