@@ -92,10 +92,7 @@ class Dashboard:
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-        self.proc.wait(10)
-        for pid in self.children:
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, os.WNOHANG)
+        self.proc.wait(10)  # its children, now orphans, are reaped by init
         os.close(self.master)
 
 
@@ -109,11 +106,18 @@ def alive(pid: int) -> bool:
 
 
 def wait_gone(pids: list[int], timeout: float) -> list[int]:
-    """Those of `pids` still running after `timeout`."""
+    """Those of `pids` still running after `timeout`: waits on each process's pidfd (readable once it exits)."""
     deadline = time.monotonic() + timeout
-    while (left := [p for p in pids if alive(p)]) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    return left
+    for pid in pids:
+        try:
+            fd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            continue
+        try:
+            select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+        finally:
+            os.close(fd)
+    return [p for p in pids if alive(p)]
 
 
 @pytest.fixture
