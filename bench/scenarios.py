@@ -30,8 +30,8 @@ class Settings:
     handshake_workers: int = 20
     idle_conns: int = 9000
     sources: list[str] = field(default_factory=lambda: [f"127.0.0.{i}" for i in range(1, 5)])
-    # Noisy runs are repeated only this many seconds into the run: with every run repeated until then the whole run
-    # still ends in about 5 min (full) or 1.5 min (quick).
+    # Noisy runs are repeated only this many seconds into the run, so repeats never make a run much longer (waiting
+    # for TIME_WAIT sockets counts too). A full run takes about 16 min with the waits, 4-5 without; quick 1.5.
     retry_budget_s: float = 100.0
     # Wait before each run until earlier runs' TIME_WAIT sockets have expired (see run.py's TW_SETTLE).
     settle_time_wait: bool = True

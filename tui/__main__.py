@@ -103,12 +103,13 @@ def main(argv: list[str] | None = None) -> int:
                     return 2
             attach_hint = f"wsproxy-tui --attach {target}"
             source = LiveSource(ControlClient(target, token=token))
+        owns_engine = launcher is not None
         app = DashboardApp(
             source,
             read_only=args.read_only,
-            owns_engine=launcher is not None,
+            owns_engine=owns_engine,
             attach_hint=attach_hint,
-            on_signal=signal_choice(args.demo, launcher is not None),
+            on_signal=signal_choice(args.demo, owns_engine),
         )
         choice = app.run()
     except LaunchError as exc:
