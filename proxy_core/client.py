@@ -182,6 +182,38 @@ class ControlClient:
         result: JSON = await self._request("DELETE", path, params=_force(force))
         return result
 
+    async def preview(self, action: str, name: str, weight: int | None = None) -> JSON:
+        """`?dry_run=true` on drain, disable, weight or remove: what it would move, nothing changed."""
+        params: dict[str, str | int] = {"dry_run": "true"}
+        path = f"/v1/servers/{_seg(name)}"
+        if action == "remove":
+            result: JSON = await self._request("DELETE", path, params=params)
+        elif action == "weight":
+            body: JSON = {"weight": weight}
+            result = await self._request("PUT", f"{path}/weight", body=body, params=params)
+        elif action in ("drain", "disable"):
+            result = await self._request("POST", f"{path}/{action}", body={}, params=params)
+        else:
+            raise ValueError(f"no preview for {action!r}")
+        return result
+
+    async def rebalance(self, rate: float | None = None, dry_run: bool = False) -> JSON:
+        """`POST /v1/rebalance`: move the clients that are on the wrong server now (`dry_run`: the plan only)."""
+        body: JSON = {} if rate is None else {"rate": rate}
+        params: dict[str, str | int] | None = {"dry_run": "true"} if dry_run else None
+        result: JSON = await self._request("POST", "/v1/rebalance", body=body, params=params)
+        return result
+
+    async def rebalance_status(self) -> JSON:
+        """`GET /v1/rebalance`: the current or last rebalance (`{"rebalance": null}` before the first)."""
+        result: JSON = await self._request("GET", "/v1/rebalance")
+        return result
+
+    async def stop_rebalance(self) -> JSON:
+        """`DELETE /v1/rebalance`: stop moving clients."""
+        result: JSON = await self._request("DELETE", "/v1/rebalance")
+        return result
+
     async def close_connection(self, conn_id: int) -> JSON:
         """`DELETE /v1/connections/{id}`: close one client connection."""
         result: JSON = await self._request("DELETE", f"/v1/connections/{int(conn_id)}")
