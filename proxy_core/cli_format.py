@@ -151,3 +151,59 @@ def format_event(event: JSON) -> str:
     else:
         body = json.dumps({k: v for k, v in event.items() if k not in ("seq", "ts", "type")})
     return f"{head} {' '.join(body.split())}"
+
+
+def format_impact(impact: JSON) -> list[str]:
+    """An impact preview: what moves, from where, and each server's share of new connections afterwards."""
+    clients = impact.get("clients")
+    who = f"{impact.get('connections', 0)} live connection(s)"
+    if clients is not None:
+        who += f" of {clients} client(s)"
+    lines = [f"moves {who}"]
+    for name, moved in sorted((impact.get("from") or {}).items()):
+        per = f"{moved.get('connections', 0)} connection(s)"
+        if moved.get("clients") is not None:
+            per += f", {moved['clients']} client(s)"
+        lines.append(f"  from {clean(name)}: {per}")
+    shares = impact.get("share_after") or {}
+    if shares:
+        parts = [f"{clean(name)} {float(share) * 100:.0f}%" for name, share in sorted(shares.items())]
+        lines.append("share of new connections after: " + ", ".join(parts))
+    return lines
+
+
+def format_preview(preview: JSON) -> str:
+    """`--dry-run` of drain, disable, weight or remove."""
+    head = f"dry run: {preview.get('action')} {clean(preview.get('server'))} would change nothing yet; it "
+    lines = format_impact(preview.get("impact") or {})
+    return "\n".join([head + lines[0], *lines[1:]])
+
+
+def format_plan(answer: JSON) -> str:
+    """`wsproxy rebalance --dry-run`: the moves, grouped by from -> to, then the impact."""
+    plan = answer.get("plan") or {}
+    routes: dict[tuple[str, str], list[int]] = {}
+    for move in plan.get("moves") or []:
+        counts = routes.setdefault((str(move.get("from")), str(move.get("to"))), [0, 0])
+        counts[0] += 1
+        counts[1] += int(move.get("connections", 0))
+    if not routes:
+        lines = ["dry run: balanced, no client is on the wrong server"]
+    else:
+        lines = [f"dry run: would move {plan.get('clients', 0)} client(s), {plan.get('connections', 0)} connection(s)"]
+        for (source, target), (clients, conns) in sorted(routes.items()):
+            lines.append(f"  {clean(source)} -> {clean(target)}: {clients} client(s), {conns} connection(s)")
+    for key, why in (("skipped_young", "connected too recently"), ("skipped_full", "their server is at max_conns")):
+        if plan.get(key):
+            lines.append(f"  left alone: {plan[key]} client(s), {why}")
+    lines.extend(format_impact(answer.get("impact") or {})[-1:])
+    return "\n".join(lines)
+
+
+def rebalance_line(state: JSON) -> str:
+    """One progress line of a rebalance."""
+    return (
+        f"rebalance {state.get('state')}: moved {state.get('moved_clients', 0)} of "
+        f"{state.get('planned_clients', 0)} client(s), {state.get('left_clients', 0)} left, "
+        f"{float(state.get('rate') or 0):g}/s ({clean(state.get('reason'))})"
+    )

@@ -16,7 +16,15 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TextIO
 
-from proxy_core.cli_format import describe, format_event, format_status, health_label
+from proxy_core.cli_format import (
+    describe,
+    format_event,
+    format_plan,
+    format_preview,
+    format_status,
+    health_label,
+    rebalance_line,
+)
 from proxy_core.client import ControlClient, ControlError, ControlUnavailable
 from proxy_core.config import MAX_WEIGHT, NAME_PATTERN, parse_address
 from proxy_core.errors import ConfigError
@@ -78,6 +86,22 @@ def _seconds(text: str) -> float:
 # -- parsers ------------------------------------------------------------------------------------------
 
 
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value <= 100_000:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a number of clients per second in (0, 100000]")
+    return value
+
+
+def _dry_run(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--dry-run", action="store_true", help="say what it would move (connections, clients, shares); change nothing"
+    )
+
+
 def _common() -> argparse.ArgumentParser:
     parent = argparse.ArgumentParser(add_help=False)
     parent.add_argument(
@@ -111,20 +135,31 @@ def add_commands(commands: Any) -> None:
     p.add_argument("--force", action="store_true", help="even if it is the last eligible server")
     p.add_argument("--wait", action="store_true", help="block until the server has no connections (exit 0)")
     p.add_argument("--timeout", type=_seconds, metavar="S", help="with --wait: give up after S seconds (exit 1)")
+    _dry_run(p)
     p = command("undrain", cmd_undrain, "let a draining server take new connections again")
     p.add_argument("name", type=_name)
     p = command("weight", cmd_weight, "set a server's weight (absolute, 0..256)")
     p.add_argument("name", type=_name)
     p.add_argument("weight", type=_int_range(0, MAX_WEIGHT))
     p.add_argument("--force", action="store_true", help="allow weight 0 on the last eligible server")
+    _dry_run(p)
     p = command("disable", cmd_disable, "maintenance: no new connections, open ones stay")
     p.add_argument("name", type=_name)
     p.add_argument("--force", action="store_true", help="even if it is the last eligible server")
+    _dry_run(p)
     p = command("enable", cmd_enable, "take a disabled (or draining) server back")
     p.add_argument("name", type=_name)
     p = command("remove", cmd_remove, "remove a server from the pool")
     p.add_argument("name", type=_name)
     p.add_argument("--force", action="store_true", help="even with live connections (closed) or as the last one")
+    _dry_run(p)
+    p = command("rebalance", cmd_rebalance, "move the clients that are on the wrong server now, at a bounded rate")
+    p.add_argument(
+        "--rate", type=_positive, metavar="N", help="clients moved per second (default: a fifth of a server's)"
+    )
+    _dry_run(p)
+    p.add_argument("--wait", action="store_true", help="block until balanced (exit 0)")
+    p.add_argument("--timeout", type=_seconds, metavar="S", help="with --wait: give up after S seconds (exit 1)")
     p = command("events", cmd_events, "print recent events (state, operator, handshake, close)")
     p.add_argument("--follow", "-f", action="store_true", help="keep printing new events as they happen")
     p.add_argument("--since", type=_int_range(0), default=0, metavar="SEQ", help="only events after this number")
@@ -212,6 +247,8 @@ async def cmd_add(client: ControlClient, args: argparse.Namespace) -> int:
 async def cmd_drain(client: ControlClient, args: argparse.Namespace) -> int:
     if args.timeout is not None and not args.wait:
         raise UsageError("drain: --timeout only applies with --wait")
+    if args.dry_run:
+        return await _preview(client, "drain", args.name)
     since = int((await client.status()).get("totals", {}).get("last_seq", 0)) if args.wait else 0
     server = await client.drain(args.name, args.deadline, force=args.force)
     print(describe(server))
@@ -225,12 +262,21 @@ async def cmd_undrain(client: ControlClient, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+async def _preview(client: ControlClient, action: str, name: str, weight: int | None = None) -> int:
+    print(format_preview(await client.preview(action, name, weight)))
+    return EXIT_OK
+
+
 async def cmd_weight(client: ControlClient, args: argparse.Namespace) -> int:
+    if args.dry_run:
+        return await _preview(client, "weight", args.name, args.weight)
     print(describe(await client.set_weight(args.name, args.weight, force=args.force)))
     return EXIT_OK
 
 
 async def cmd_disable(client: ControlClient, args: argparse.Namespace) -> int:
+    if args.dry_run:
+        return await _preview(client, "disable", args.name)
     print(describe(await client.disable(args.name, force=args.force)))
     return EXIT_OK
 
@@ -241,9 +287,46 @@ async def cmd_enable(client: ControlClient, args: argparse.Namespace) -> int:
 
 
 async def cmd_remove(client: ControlClient, args: argparse.Namespace) -> int:
+    if args.dry_run:
+        return await _preview(client, "remove", args.name)
     result = await client.remove(args.name, force=args.force)
     print(f"removed {result.get('removed', args.name)}")
     return EXIT_OK
+
+
+async def cmd_rebalance(client: ControlClient, args: argparse.Namespace) -> int:
+    if args.timeout is not None and not args.wait:
+        raise UsageError("rebalance: --timeout only applies with --wait")
+    if args.dry_run:
+        print(format_plan(await client.rebalance(args.rate, dry_run=True)))
+        return EXIT_OK
+    state = (await client.rebalance(args.rate))["rebalance"]
+    print(rebalance_line(state), flush=True)
+    if not args.wait:
+        return EXIT_OK
+    return await wait_rebalanced(client, state, args.timeout, sys.stdout)
+
+
+async def wait_rebalanced(client: ControlClient, state: JSON, timeout: float | None, out: TextIO) -> int:
+    """`rebalance --wait`: exit 0 once it is done with nobody left on the wrong server, else 1 saying what is left."""
+    loop = asyncio.get_running_loop()
+    deadline = None if timeout is None else loop.time() + timeout
+    shown = rebalance_line(state)
+    while state.get("state") == "running":
+        if deadline is not None and loop.time() >= deadline:
+            print(f"timeout: {state.get('left_clients', 0)} client(s) not moved yet", file=sys.stderr, flush=True)
+            return EXIT_FAILED
+        await asyncio.sleep(POLL_S)
+        state = (await client.rebalance_status())["rebalance"] or state
+        line = rebalance_line(state)
+        if line != shown:
+            print(line, file=out, flush=True)
+            shown = line
+    if state.get("state") == "done" and not state.get("left_clients"):
+        print("balanced: every client is where the balancer places it", file=out, flush=True)
+        return EXIT_OK
+    print(f"rebalance {state.get('state')}: {state.get('reason')}", file=sys.stderr, flush=True)
+    return EXIT_FAILED
 
 
 async def cmd_events(client: ControlClient, args: argparse.Namespace) -> int:

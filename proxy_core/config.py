@@ -47,6 +47,17 @@ class TimeoutConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class RebalanceConfig:
+    """`[rebalance]`: moving clients that are on the wrong server (proxy_core.rebalance)."""
+
+    # Off by default: moving a client is a disconnect, so the operator decides when (`wsproxy rebalance`).
+    auto: bool = False
+    auto_delay_s: float = 30.0  # with auto: after a server became eligible, wait this long with no other change
+    rate: float = 0.0  # clients moved per second; 0 = a fifth of an average server's clients a second
+    min_age_s: float = 5.0  # never move a connection younger than this
+
+
+@dataclass(frozen=True, slots=True)
 class ControlConfig:
     """Where the control API listens, and who may mutate through it."""
 
@@ -74,6 +85,7 @@ class EngineConfig:
     timeouts: TimeoutConfig = field(default_factory=TimeoutConfig)
     check: CheckConfig = field(default_factory=CheckConfig)
     control: ControlConfig = field(default_factory=ControlConfig)
+    rebalance: RebalanceConfig = field(default_factory=RebalanceConfig)
 
 
 def format_address(host: str, port: int) -> str:
@@ -263,7 +275,7 @@ def check_unique(servers: tuple[ServerConfig, ...]) -> None:
 
 TOP_KEYS = (
     "listen", "balance", "retries", "tcp_nodelay", "handshake_log", "access_log", "state_file",
-    "max_clients", "server", "check", "timeouts", "control", "workers",
+    "max_clients", "server", "check", "timeouts", "control", "workers", "rebalance",
 )  # fmt: skip
 
 
@@ -307,6 +319,8 @@ def parse_config(data: Mapping[str, Any]) -> EngineConfig:
         names = tuple(TimeoutConfig.__dataclass_fields__)
         raw = _table("timeouts", table["timeouts"], names)
         changes["timeouts"] = TimeoutConfig(**{k: _number(f"timeouts.{k}", v) for k, v in raw.items()})
+    if "rebalance" in table:
+        changes["rebalance"] = parse_rebalance(table["rebalance"])
     if "control" in table:
         raw = _table("control", table["control"], tuple(ControlConfig.__dataclass_fields__))
         control: dict[str, Any] = {}
@@ -320,6 +334,17 @@ def parse_config(data: Mapping[str, Any]) -> EngineConfig:
                 control[key] = _str(f"control.{key}", value)
         changes["control"] = ControlConfig(**control)
     return replace(config, **changes)
+
+
+def parse_rebalance(value: object) -> RebalanceConfig:
+    raw = _table("rebalance", value, tuple(RebalanceConfig.__dataclass_fields__))
+    changes: dict[str, Any] = {}
+    for key, item in raw.items():
+        if key == "auto":
+            changes[key] = _bool("rebalance.auto", item)
+        else:
+            changes[key] = _number(f"rebalance.{key}", item)
+    return RebalanceConfig(**changes)
 
 
 def load_file(path: str) -> EngineConfig:

@@ -21,6 +21,7 @@ from proxy_core.events import EventBus, OperatorAction
 from proxy_core.health import CheckResult
 from proxy_core.listener import Listener
 from proxy_core.rates import RateHistory
+from proxy_core.rebalancer import Rebalancer
 from proxy_core.registry import Registry, Server
 from proxy_core.relay import ClientSide
 from proxy_core.switchboard import Switchboard
@@ -47,6 +48,7 @@ class Engine:
         self._access_log: AccessLog | None = None
         self.board: Switchboard
         self.checker: CheckRunner
+        self.rebalancer: Rebalancer
         self.control: Any = None  # the control API runner, started by proxy_core.control
         self.configured = {s.name for s in config.servers}
         self.removed: set[str] = set()  # configured servers removed at runtime (kept removed after a restart)
@@ -68,13 +70,10 @@ class Engine:
                 raise ConfigError(
                     "access_log", self.config.access_log, f"a file this user can append to ({exc.strerror})"
                 ) from exc
-        self.board = Switchboard(
-            self.config,
-            self.registry,
-            self.bus,
-            make_balancer(cast(BalancePolicy, self.config.balance)),
-            self._access_log,
-        )
+        balancer = make_balancer(cast(BalancePolicy, self.config.balance))
+        self.board = Switchboard(self.config, self.registry, self.bus, balancer, self._access_log)
+        self.rebalancer = Rebalancer(self.config.rebalance, self.config.balance, self.registry, self.board,
+                                     balancer, self.bus)  # fmt: skip
         self.checker = CheckRunner(self.config.check, self._check_result)
         for server in self.registry:
             self.checker.add(server.name, server.host, server.port)
@@ -93,6 +92,8 @@ class Engine:
         self.board.listeners = self.listeners
         self._spawn(self._sample_rates())
         self._spawn(self._watch_drains())
+        if self.config.rebalance.auto:
+            self._spawn(self.rebalancer.auto_loop())
         if self._access_log is not None:
             self._spawn(self._access_log.flush_every())
         if self.config.timeouts.idle > 0:
@@ -212,20 +213,24 @@ class Engine:
         """At a drain deadline, close what is left spread over a window so clients reconnect gradually."""
         while True:
             await asyncio.sleep(0.1)
-            now = time.time()
+            now, mono = time.time(), time.monotonic()
             for server in self.registry:
+                if server.admin != "draining":
+                    continue
+                self.board.close_idle_http(server, mono)
                 deadline = server.drain_deadline
-                if server.admin == "draining" and deadline is not None and now >= deadline:
+                if deadline is not None and now >= deadline:
                     server.drain_deadline = None
-                    clients = list(server.conns)
-                    self.board.close_many(clients, "drain deadline", self.config.timeouts.drain_spread)
+                    count = server.active
+                    spread = self.config.timeouts.drain_spread
+                    clients = self.board.close_many(server.conns, "drain deadline", spread)
                     self.bus.publish(
                         OperatorAction(
                             action="drain-deadline",
                             server=server.name,
                             ok=True,
-                            detail=f"deadline reached: closing {len(clients)} connection(s) over "
-                            f"{self.config.timeouts.drain_spread:g} s",
+                            detail=f"deadline reached: closing {count} connection(s) of {clients} client(s) "
+                            f"over {spread:g} s, each client's at once",
                         )
                     )
 
@@ -326,6 +331,24 @@ class Engine:
 
         return await self._operate("close", None, run, f"closed connection {conn_id}")
 
+    def preview(self, action: str, name: str, *, force: bool = False, weight: int | None = None) -> dict[str, Any]:
+        """A dry run of drain, disable, weight or remove: what it would move (refused as the real one would be)."""
+        return self.rebalancer.preview(action, name, force=force, weight=weight)
+
+    def rebalance_plan(self) -> dict[str, Any]:
+        return self.rebalancer.dry_run()
+
+    def start_rebalance(self, rate: float | None) -> dict[str, Any]:
+        """Start moving clients that are on the wrong server; a refusal is an operator event too."""
+        try:
+            return self.rebalancer.start(rate)
+        except WsproxyError as exc:
+            self.bus.publish(OperatorAction(action="rebalance", server=None, ok=False, detail=exc.message))
+            raise
+
+    def stop_rebalance(self) -> dict[str, Any] | None:
+        return self.rebalancer.stop()
+
     # -- reading --------------------------------------------------------------------------------
 
     def server_dict(self, server: Server) -> dict[str, Any]:
@@ -382,4 +405,5 @@ class Engine:
                 "last_seq": self.bus.seq,
             },
             "servers": self.registry.snapshot(),
+            "rebalance": self.rebalancer.status(),
         }

@@ -26,6 +26,12 @@ class LiveConnection(Protocol):
     started: float
     bytes_in: int
     bytes_out: int
+    kind: str
+    closed: bool
+    server: Server | None
+
+    @property
+    def client(self) -> str: ...
 
     def describe(self, now: float) -> dict[str, Any]: ...
 
@@ -209,10 +215,8 @@ class Registry:
         reason = "added" if up else f"added; up after {self.check.rise} passing checks"
         return server, [StateChanged(server=server.name, old="none", new=server.state, reason=reason)]
 
-    def _admin(self, server: Server, admin: str, reason: str, *, force: bool = False) -> list[Event]:
+    def _admin(self, server: Server, admin: str, reason: str) -> list[Event]:
         old = server.state
-        if admin != "active" and not force:
-            self._refuse_if_last(server, f"{reason.split(' ')[0]} {server.name}")
         server.admin = admin
         self.refresh()
         if old == server.state:
@@ -223,15 +227,52 @@ class Registry:
         if server.eligible and len(self._eligible) == 1:
             raise Conflict(f"{what} would leave no eligible server in the pool; use force to do it anyway")
 
+    def validate(
+        self,
+        action: str,
+        name: str,
+        *,
+        force: bool = False,
+        weight: int | None = None,
+        deadline_s: float | None = None,
+    ) -> Server:
+        """Every refusal of drain, disable, weight and remove, changing nothing (dry runs use it alone)."""
+        server = self.get(name)
+        if action == "drain":
+            if deadline_s is not None and deadline_s < 0:
+                raise BadRequest(f"invalid drain deadline {deadline_s}: use seconds >= 0")
+            if server.admin == "disabled":
+                raise Conflict(f"{name} is disabled; enable it before draining")
+            if not force:
+                self._refuse_if_last(server, f"drain {name}")
+        elif action == "disable":
+            if not force:
+                self._refuse_if_last(server, f"disabled {name}")
+        elif action == "weight":
+            try:
+                validate_weight("weight", weight)
+            except ConfigError as exc:
+                raise BadRequest(exc.message) from exc
+            if weight == 0 and not force:
+                self._refuse_if_last(server, f"weight 0 on {name}")
+        elif action == "remove":
+            if not force:
+                if server.active:
+                    raise Conflict(
+                        f"{name} has {server.active} live connection(s); drain it first, or force to close them"
+                    )
+                self._refuse_if_last(server, f"removing {name}")
+                if len(self.servers) == 1:
+                    raise Conflict(f"removing {name} would leave the pool empty; use force to do it anyway")
+        else:
+            raise ValueError(f"no validation for {action!r}")
+        return server
+
     def drain(
         self, name: str, deadline_s: float | None, now: float, *, force: bool = False
     ) -> tuple[Server, list[Event]]:
-        server = self.get(name)
-        if deadline_s is not None and deadline_s < 0:
-            raise BadRequest(f"invalid drain deadline {deadline_s}: use seconds >= 0")
-        if server.admin == "disabled":
-            raise Conflict(f"{name} is disabled; enable it before draining")
-        events = self._admin(server, "draining", "drain requested by operator", force=force)
+        server = self.validate("drain", name, force=force, deadline_s=deadline_s)
+        events = self._admin(server, "draining", "drain requested by operator")
         if server.drain_started is None:
             server.drain_started = now
             server.drain_active_at_start = server.active
@@ -246,9 +287,9 @@ class Registry:
         return server, self._admin(server, "active", "undrain requested by operator")
 
     def disable(self, name: str, *, force: bool = False) -> tuple[Server, list[Event]]:
-        server = self.get(name)
+        server = self.validate("disable", name, force=force)
         self._clear_drain(server)
-        return server, self._admin(server, "disabled", "disabled by operator (maintenance)", force=force)
+        return server, self._admin(server, "disabled", "disabled by operator (maintenance)")
 
     def enable(self, name: str) -> tuple[Server, list[Event]]:
         server = self.get(name)
@@ -256,26 +297,14 @@ class Registry:
         return server, self._admin(server, "active", "enabled by operator")
 
     def set_weight(self, name: str, weight: int, *, force: bool = False) -> tuple[Server, list[Event]]:
-        server = self.get(name)
-        try:
-            validate_weight("weight", weight)
-        except ConfigError as exc:
-            raise BadRequest(exc.message) from exc
-        if weight == 0 and not force:
-            self._refuse_if_last(server, f"weight 0 on {name}")
+        server = self.validate("weight", name, force=force, weight=weight)
         server.weight = weight
         self.refresh()
         return server, []
 
     def remove(self, name: str, *, force: bool = False) -> tuple[Server, list[Event]]:
         """Remove a server; refused while it has connections or is the last eligible one, unless forced."""
-        server = self.get(name)
-        if not force:
-            if server.active:
-                raise Conflict(f"{name} has {server.active} live connection(s); drain it first, or force to close them")
-            self._refuse_if_last(server, f"removing {name}")
-            if len(self.servers) == 1:
-                raise Conflict(f"removing {name} would leave the pool empty; use force to do it anyway")
+        server = self.validate("remove", name, force=force)
         old = server.state
         server.removed = True
         del self.servers[name]

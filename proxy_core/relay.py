@@ -57,6 +57,7 @@ class ClientSide(asyncio.Protocol):
         "head_error",
         "idle_mark",
         "idle_since",
+        "in_at_answer",
         "kind",
         "latency_ms",
         "listener",
@@ -99,6 +100,8 @@ class ClientSide(asyncio.Protocol):
         self.connect_task: asyncio.Task[None] | None = None
         self.idle_mark = -1
         self.idle_since = 0.0
+        # bytes_in when the server last sent: equal to bytes_in when the server spoke last (no request pending)
+        self.in_at_answer = 0
         self.head: RequestHead | None = None
         self.reply: ResponseHead | None = None
         self.handshake: Handshake | None = None  # the handshake record, once logged
@@ -248,6 +251,7 @@ class BackendSide(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         client = self.client
         client.bytes_out += len(data)
+        client.in_at_answer = client.bytes_in  # one store per chunk: tells an idle keep-alive from a request pending
         if client.response is not None:
             client.engine.response_data(client, data)
         assert client.transport is not None

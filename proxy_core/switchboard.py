@@ -7,7 +7,7 @@ import errno
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable
 from typing import Any
 
 from proxy_core.accesslog import AccessLog
@@ -18,6 +18,7 @@ from proxy_core.listener import Listener
 from proxy_core.registry import LiveConnection, Registry, Server
 from proxy_core.relay import BackendSide, ClientSide, set_nodelay
 from proxy_core.sniffer import OVERSIZED, RequestSniffer, ResponseSniffer
+from proxy_core.spread import client_key, group_by_client, schedule_by_client
 
 # With checks off, a server marked down by traffic is tried again after this long (nginx's fail_timeout).
 PASSIVE_RETRY_S = 10.0
@@ -27,6 +28,9 @@ HEAD_SWEEP_MAX_S = 0.25
 RESUME_FRACTION = 0.9
 ACCEPT_RETRY_S = 1.0
 CAP_LOG_INTERVAL_S = 10.0
+# A keep-alive HTTP connection to a draining server is closed once quiet this long after the server's answer:
+# long enough that a client sending its next request at once is seen doing so, short against any drain.
+DRAIN_IDLE_QUIET_S = 0.3
 # Descriptors kept back from clients for checks, the control API, logs and the state file.
 FD_RESERVE_MIN, FD_RESERVE_MAX = 16, 256
 LOCAL_RESOURCE_ERRNOS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
@@ -421,16 +425,34 @@ class Switchboard:
         client.finish("proxy", reason)
         return True
 
-    def close_many(self, clients: Sequence[LiveConnection], reason: str, spread: float) -> None:
-        """Close connections spread evenly over `spread` seconds, so clients do not reconnect all at once."""
-        if not clients:
-            return
-        step = spread / len(clients) if spread > 0 else 0.0
-        for i, client in enumerate(clients):
-            if step:
-                self._loop.call_later(i * step, client.finish, "proxy", reason)
+    def close_many(self, clients: Iterable[LiveConnection], reason: str, spread: float) -> int:
+        """Close connections over `spread` seconds, all of one client's at the same instant (see spread.py).
+
+        Returns how many clients (distinct addresses) are being closed."""
+        schedule = schedule_by_client(clients, connection_client, spread)
+        for delay, group in schedule:
+            if delay:
+                self._loop.call_later(delay, finish_all, group, reason)
             else:
-                client.finish("proxy", reason)
+                finish_all(group, reason)
+        return len(schedule)
+
+    def close_idle_http(self, server: Server, now: float, quiet: float = DRAIN_IDLE_QUIET_S) -> int:
+        """On a draining server, close each client's plain-HTTP keep-alive connections once all are idle.
+
+        Idle: the server's answer was the last thing on the connection and nothing has moved for `quiet` s.
+        A client with a request pending on any of them keeps them all (a long-polling session lives on this
+        node until the deadline); its WebSocket is never touched here. Without this, a client that reconnects
+        would start a new session on the draining node through an old connection. Returns connections closed.
+        """
+        closed = 0
+        for group in group_by_client(server.conns, connection_client).values():
+            http = [c for c in group if c.kind == "http"]
+            idle = [_quiet_answered(c, now, quiet) for c in http]  # every mark updated, not only up to the first
+            if http and all(idle):
+                finish_all(http, "idle keep-alive connection to a draining server")
+                closed += len(http)
+        return closed
 
     def sweep_idle(self, now: float, idle: float) -> None:
         """Close tunnels with no bytes either way for `idle` s; compares counters, so no per-chunk clock reads."""
@@ -448,6 +470,26 @@ class Switchboard:
             bytes_in += client.bytes_in
             bytes_out += client.bytes_out
         return bytes_in, bytes_out
+
+
+def connection_client(conn: LiveConnection) -> str:
+    """The client address a connection is grouped by (the address ip_hash hashes)."""
+    return client_key(conn.client)
+
+
+def finish_all(conns: Iterable[LiveConnection], reason: str) -> None:
+    for conn in conns:
+        conn.finish("proxy", reason)
+
+
+def _quiet_answered(conn: Any, now: float, quiet: float) -> bool:
+    """True once nothing moved for `quiet` s and the server spoke last; updates the connection's idle mark."""
+    moved = conn.bytes_in + conn.bytes_out
+    if moved != conn.idle_mark:
+        conn.idle_mark = moved
+        conn.idle_since = now
+        return False
+    return bool(conn.bytes_in == conn.in_at_answer and now - conn.idle_since >= quiet)
 
 
 def connect_error_text(exc: BaseException, timeout: float | None) -> str:

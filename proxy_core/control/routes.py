@@ -44,6 +44,8 @@ ADD_SPEC = {
 }
 DRAIN_SPEC = {"deadline_s": Spec("number", nullable=True)}
 WEIGHT_SPEC = {"weight": Spec("integer", required=True)}
+REBALANCE_SPEC = {"rate": Spec("number", nullable=True)}
+MAX_REBALANCE_RATE = 100_000.0  # clients a second; more is a typo, and would be every client at once anyway
 NO_FIELDS: dict[str, Spec] = {}
 
 
@@ -132,11 +134,21 @@ async def add_server(request: web.Request) -> web.Response:
     return answer(engine.server_dict(server), status=201)
 
 
+def dry_run(request: web.Request, action: str, name: str, weight: int | None = None) -> web.Response | None:
+    """`?dry_run=true`: the impact preview instead of the change (same refusals)."""
+    if not query_flag(request.query, "dry_run"):
+        return None
+    force = query_flag(request.query, "force")
+    return answer(engine_of(request).preview(action, name, force=force, weight=weight))
+
+
 async def drain(request: web.Request) -> web.Response:
-    check_query(request.query, ("force",))
+    check_query(request.query, ("force", "dry_run"))
     name = _name(request)
     body = await read_body(request, DRAIN_SPEC)
     engine = engine_of(request)
+    if (preview := dry_run(request, "drain", name)) is not None:
+        return preview
     server = await engine.drain(name, body.get("deadline_s"), force=query_flag(request.query, "force"))
     return answer(engine.server_dict(server))
 
@@ -150,10 +162,12 @@ async def undrain(request: web.Request) -> web.Response:
 
 
 async def disable(request: web.Request) -> web.Response:
-    check_query(request.query, ("force",))
+    check_query(request.query, ("force", "dry_run"))
     name = _name(request)
     await read_body(request, NO_FIELDS)
     engine = engine_of(request)
+    if (preview := dry_run(request, "disable", name)) is not None:
+        return preview
     server = await engine.disable(name, force=query_flag(request.query, "force"))
     return answer(engine.server_dict(server))
 
@@ -167,18 +181,22 @@ async def enable(request: web.Request) -> web.Response:
 
 
 async def set_weight(request: web.Request) -> web.Response:
-    check_query(request.query, ("force",))
+    check_query(request.query, ("force", "dry_run"))
     name = _name(request)
     body = await read_body(request, WEIGHT_SPEC)
     engine = engine_of(request)
+    if (preview := dry_run(request, "weight", name, body["weight"])) is not None:
+        return preview
     server = await engine.set_weight(name, body["weight"], force=query_flag(request.query, "force"))
     return answer(engine.server_dict(server))
 
 
 async def remove(request: web.Request) -> web.Response:
-    check_query(request.query, ("force",))
+    check_query(request.query, ("force", "dry_run"))
     name = _name(request)
     await read_body(request, NO_FIELDS)
+    if (preview := dry_run(request, "remove", name)) is not None:
+        return preview
     server = await engine_of(request).remove(name, force=query_flag(request.query, "force"))
     return answer({"removed": server.name})
 
@@ -188,6 +206,29 @@ async def close_connection(request: web.Request) -> web.Response:
     conn = conn_id(request.match_info["id"])
     await read_body(request, NO_FIELDS)
     return answer({"closed": await engine_of(request).close_connection(conn)})
+
+
+async def start_rebalance(request: web.Request) -> web.Response:
+    check_query(request.query, ("dry_run",))
+    body = await read_body(request, REBALANCE_SPEC)
+    engine = engine_of(request)
+    if query_flag(request.query, "dry_run"):
+        return answer(engine.rebalance_plan())
+    rate = body.get("rate")
+    if rate is not None and not 0 < rate <= MAX_REBALANCE_RATE:
+        raise BadRequest(f"field 'rate': expected clients per second in (0, {MAX_REBALANCE_RATE:g}], got {rate}")
+    return answer({"rebalance": engine.start_rebalance(rate)}, status=202)
+
+
+async def get_rebalance(request: web.Request) -> web.Response:
+    check_query(request.query, ())
+    return answer({"rebalance": engine_of(request).rebalancer.status()})
+
+
+async def stop_rebalance(request: web.Request) -> web.Response:
+    check_query(request.query, ())
+    await read_body(request, NO_FIELDS)
+    return answer({"rebalance": engine_of(request).stop_rebalance()})
 
 
 def add_routes(app: web.Application) -> None:
@@ -207,3 +248,6 @@ def add_routes(app: web.Application) -> None:
     app.router.add_put("/v1/servers/{name}/weight", set_weight)
     app.router.add_delete("/v1/servers/{name}", remove)
     app.router.add_delete("/v1/connections/{id}", close_connection)
+    app.router.add_post("/v1/rebalance", start_rebalance)
+    app.router.add_get("/v1/rebalance", get_rebalance)
+    app.router.add_delete("/v1/rebalance", stop_rebalance)

@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 from proxy_core.accesslog import AccessLog
 from proxy_core.config import EngineConfig, format_address
 from proxy_core.engine import Engine
-from proxy_core.errors import ConfigError, NotFound
+from proxy_core.errors import ConfigError, Conflict, NotFound
 from proxy_core.events import ConnectFailed, ConnectionClosed, Event, Handshake, OperatorAction
 from proxy_core.registry import Server
 from proxy_core.switchboard import PASSIVE_RETRY_S
@@ -410,6 +410,23 @@ class Supervisor(Engine):
             if handle.report is not None:
                 conns.extend(handle.report["conns"].get(name, []))
         data["connections"] = sorted(conns, key=lambda c: int(c["id"]))
+        return data
+
+    def start_rebalance(self, rate: float | None) -> dict[str, Any]:
+        message = (
+            "rebalance is not available with --workers yet (each worker holds its own connections); "
+            "drain and undrain move clients meanwhile"
+        )
+        self.bus.publish(OperatorAction(action="rebalance", server=None, ok=False, detail=message))
+        raise Conflict(message)
+
+    def preview(self, action: str, name: str, *, force: bool = False, weight: int | None = None) -> dict[str, Any]:
+        """As the Engine's, with connection counts from the workers' reports (clients are not known here)."""
+        data = super().preview(action, name, force=force, weight=weight)
+        server = self.registry.get(name)
+        if action in ("drain", "disable", "remove") and server.active:
+            data["impact"].update(connections=server.active, clients=None)
+            data["impact"]["from"] = {name: {"connections": server.active, "clients": None}}
         return data
 
     def status(self) -> dict[str, Any]:

@@ -31,6 +31,7 @@ from proxy_core.switchboard import Switchboard
 from proxy_core.workers.link import Link, Message
 
 REPORT_INTERVAL_S = 0.25
+DRAIN_SWEEP_S = 0.1  # as the engine's drain watch: idle keep-alive connections to a draining server go within this
 EVENT_FLUSH_S = 0.05  # events wait at most this long, so a burst of handshakes makes one message
 FORWARDED = (Handshake, ConnectionClosed, ConnectFailed)  # "drained" and state events are the supervisor's
 
@@ -184,6 +185,15 @@ class Worker:
             await asyncio.sleep(min(idle / 4, 1.0))
             self.board.sweep_idle(time.monotonic(), idle)
 
+    async def drain_loop(self) -> None:
+        """Each worker closes its own idle keep-alive HTTP connections to draining servers (see close_idle_http)."""
+        while True:
+            await asyncio.sleep(DRAIN_SWEEP_S)
+            now = time.monotonic()
+            for server in self.registry:
+                if server.admin == "draining":
+                    self.board.close_idle_http(server, now)
+
     # -- commands ------------------------------------------------------------------------------
 
     async def serve(self) -> None:
@@ -266,7 +276,7 @@ async def main(fd: int) -> int:
         return 2
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, worker.on_sigterm)
-    tasks = [asyncio.ensure_future(worker.serve()), asyncio.ensure_future(worker.report_loop())]
+    tasks = [asyncio.ensure_future(c) for c in (worker.serve(), worker.report_loop(), worker.drain_loop())]
     if worker.config.timeouts.idle > 0:
         tasks.append(asyncio.ensure_future(worker.idle_loop(worker.config.timeouts.idle)))
     if worker.access_log is not None:

@@ -1,0 +1,272 @@
+"""Runs a rebalance (planned by rebalance.py) at a bounded rate, and answers impact previews.
+
+One task moves planned clients at `rate` a second, closing all of a client's connections on its server in the same
+instant; the balancer then places the client where it belongs. It stops by itself when any server changes state
+or weight meanwhile (the plan was made for a fleet that no longer exists), and re-plans once its moves are done, so
+clients skipped for being too young, or placed elsewhere by round robin, get another chance.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import Any
+
+from proxy_core.balancer import Balancer
+from proxy_core.config import RebalanceConfig
+from proxy_core.errors import Conflict
+from proxy_core.events import EventBus, OperatorAction
+from proxy_core.rebalance import Candidate, Placed, Plan, Target, default_rate, impact, plan
+from proxy_core.registry import LiveConnection, Registry, Server
+from proxy_core.spread import client_key
+from proxy_core.switchboard import Switchboard, finish_all
+
+TICK_S = 0.1  # moves are made on this tick; a second's moves are spread over ten ticks
+SETTLE_S = 1.0  # after a round, moved clients reconnect before the next plan is made
+MAX_ROUNDS = 3
+AUTO_POLL_S = 0.5  # plan, move, re-plan: enough for the young and for round robin's placement; then it is done
+
+
+class Rebalance:
+    """The state of one rebalance, as `GET /v1/rebalance` and the dashboard show it."""
+
+    def __init__(self, first: Plan, rate: float, now: float) -> None:
+        self.state = "running"
+        self.reason = f"moving {first.clients} client(s) at {rate:g}/s"
+        self.started = now
+        self.finished: float | None = None
+        self.rate = rate
+        self.planned_clients = first.clients
+        self.moved_clients = 0
+        self.moved_connections = 0
+        self.left_clients = first.clients
+        self.rounds = 1
+
+    def end(self, state: str, reason: str, now: float) -> None:
+        self.state, self.reason, self.finished = state, reason, now
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "state": self.state,
+            "reason": self.reason,
+            "started": self.started,
+            "finished": self.finished,
+            "rate": self.rate,
+            "planned_clients": self.planned_clients,
+            "moved_clients": self.moved_clients,
+            "left_clients": self.left_clients,
+            "moved_connections": self.moved_connections,
+            "rounds": self.rounds,
+        }
+
+
+class Rebalancer:
+    """Plans and runs rebalances and previews for one engine's registry and connections."""
+
+    def __init__(
+        self,
+        config: RebalanceConfig,
+        policy: str,
+        registry: Registry,
+        board: Switchboard,
+        balancer: Balancer,
+        bus: EventBus,
+    ) -> None:
+        self.config = config
+        self.policy = policy
+        self.registry = registry
+        self.board = board
+        self.balancer = balancer
+        self.bus = bus
+        self.current: Rebalance | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    # -- planning -------------------------------------------------------------------------------
+
+    def _hash_pick(self, client: str) -> str | None:
+        server = self.balancer.pick(self.registry.eligible, client)
+        return server.name if server is not None else None
+
+    def plan(self, now: float) -> tuple[Plan, dict[int, LiveConnection]]:
+        """The plan for the connections open now, and those connections by id (the moves name them)."""
+        eligible = self.registry.eligible
+        targets = [Target(s.name, s.weight, s.max_conns) for s in eligible]
+        by_id: dict[int, LiveConnection] = {}
+        placed: list[Placed] = []
+        for server in eligible:
+            for conn in server.conns:
+                by_id[conn.conn_id] = conn
+                placed.append(Placed(conn.conn_id, client_key(conn.client), server.name, now - conn.started))
+        result = plan(self.policy, placed, targets, self._hash_pick, self.config.min_age_s)
+        return result, by_id
+
+    def preview(self, action: str, name: str, *, force: bool = False, weight: int | None = None) -> dict[str, Any]:
+        """What drain, disable, weight or remove would move and the shares after; the same refusals as the real one."""
+        server = self.registry.validate(action, name, force=force, weight=weight)
+        moved: dict[str, list[str]] = {}
+        if action in ("drain", "disable", "remove"):
+            moved[name] = self.client_keys(server)
+        after = []
+        for other in self.registry:
+            eligible = other.eligible
+            weight_after = other.weight
+            if other is server:
+                if action == "weight":
+                    weight_after = int(weight or 0)
+                    eligible = other.admin == "active" and other.health.up and weight_after > 0
+                else:
+                    eligible = False
+            if action == "remove" and other is server:
+                continue
+            after.append(Candidate(other.name, weight_after, eligible))
+        return {"dry_run": True, "action": action, "server": name, "impact": impact(moved, after)}
+
+    def client_keys(self, server: Server) -> list[str]:
+        """One client key per live connection on the server."""
+        return [client_key(conn.client) for conn in server.conns]
+
+    def dry_run(self) -> dict[str, Any]:
+        result, _ = self.plan(time.time())
+        moved: dict[str, list[str]] = {}
+        for move in result.moves:
+            moved.setdefault(move.source, []).extend([move.client] * len(move.conn_ids))
+        after = [Candidate(s.name, s.weight, s.eligible) for s in self.registry]
+        return {"dry_run": True, "plan": result.to_dict(), "impact": impact(moved, after)}
+
+    # -- running --------------------------------------------------------------------------------
+
+    async def auto_loop(self) -> None:
+        """`[rebalance] auto`: once a server has become eligible and nothing changed for `auto_delay_s`, rebalance.
+
+        Waiting for a quiet fleet means a rolling restart triggers one rebalance at its end, not one per node."""
+        signature, eligible = self._signature(), {s.name for s in self.registry.eligible}
+        pending_since: float | None = None
+        while True:
+            await asyncio.sleep(AUTO_POLL_S)
+            now = time.monotonic()
+            current_signature = self._signature()
+            if current_signature != signature:
+                names = {s.name for s in self.registry.eligible}
+                if names - eligible or pending_since is not None:
+                    pending_since = now  # a server came back, or the fleet is still moving: start the wait again
+                signature, eligible = current_signature, names
+            elif pending_since is not None and now - pending_since >= self.config.auto_delay_s:
+                pending_since = None
+                if self.current is None or self.current.state != "running":
+                    with contextlib.suppress(Conflict):
+                        self.start(None)
+
+    def status(self) -> dict[str, Any] | None:
+        return self.current.to_dict() if self.current is not None else None
+
+    def start(self, rate: float | None) -> dict[str, Any]:
+        """Start moving clients; refused while one runs or when there is no eligible server."""
+        if self.current is not None and self.current.state == "running":
+            raise Conflict("a rebalance is already running; stop it first (DELETE /v1/rebalance)")
+        if not self.registry.eligible:
+            raise Conflict("no eligible server to rebalance onto")
+        now = time.time()
+        first, by_id = self.plan(now)
+        if rate is None:
+            rate = self.config.rate or default_rate(self._clients_on_eligible(), len(self.registry.eligible))
+        current = Rebalance(first, rate, now)
+        self.current = current
+        self.bus.publish(OperatorAction(action="rebalance", server=None, ok=True, detail=current.reason))
+        if not first.moves:
+            self._end("done", "balanced: no client is on the wrong server", now)
+        else:
+            self._task = asyncio.get_running_loop().create_task(self._run(current, first, by_id))
+        return current.to_dict()
+
+    def stop(self, reason: str = "stopped by operator") -> dict[str, Any] | None:
+        current = self.current
+        if current is not None and current.state == "running":
+            if self._task is not None:
+                self._task.cancel()
+                self._task = None
+            self._end("stopped", reason, time.time())
+        return self.status()
+
+    def _clients_on_eligible(self) -> int:
+        return len({client_key(c.client) for s in self.registry.eligible for c in s.conns})
+
+    def _signature(self) -> tuple[tuple[str, str, int], ...]:
+        return tuple((s.name, s.state, s.weight) for s in self.registry)
+
+    def _end(self, state: str, reason: str, now: float) -> None:
+        current = self.current
+        assert current is not None
+        current.end(state, reason, now)
+        action = "rebalance-done" if state == "done" else "rebalance-stopped"
+        detail = f"{reason}; moved {current.moved_clients} client(s), {current.moved_connections} connection(s)"
+        self.bus.publish(OperatorAction(action=action, server=None, ok=state == "done", detail=detail))
+
+    async def _run(self, current: Rebalance, first: Plan, by_id: dict[int, LiveConnection]) -> None:
+        signature = self._signature()
+        result = first
+        while True:
+            stopped = await self._move(current, result, by_id, signature)
+            if stopped:
+                return
+            if current.rounds >= MAX_ROUNDS:
+                break
+            await asyncio.sleep(SETTLE_S)
+            if self._changed(current, signature):
+                return
+            result, by_id = self.plan(time.time())
+            if not result.moves:
+                break
+            current.rounds += 1
+            current.planned_clients += result.clients
+            current.left_clients = result.clients
+        leftover, _ = self.plan(time.time())
+        if leftover.clients or leftover.skipped_young or leftover.skipped_full:
+            left = leftover.clients + leftover.skipped_young + leftover.skipped_full
+            current.left_clients = left
+            self._end(
+                "done", f"{left} client(s) still on another server (young, full or placed elsewhere)", time.time()
+            )
+        else:
+            current.left_clients = 0
+            self._end("done", "balanced: every client is where the balancer places it", time.time())
+        self._task = None
+
+    def _changed(self, current: Rebalance, signature: tuple[tuple[str, str, int], ...]) -> bool:
+        if self._signature() == signature:
+            return False
+        self._task = None
+        self._end("stopped", "a server changed state or weight during the rebalance", time.time())
+        return True
+
+    async def _move(
+        self, current: Rebalance, result: Plan, by_id: dict[int, LiveConnection], signature: tuple[Any, ...]
+    ) -> bool:
+        """Make the plan's moves at the rate; True when stopped because a server changed."""
+        budget = 1.0  # the first client goes at once
+        last = time.monotonic()
+        moves = list(result.moves)
+        while moves:
+            if self._changed(current, signature):
+                return True
+            now = time.monotonic()
+            budget = min(budget + (now - last) * current.rate, max(1.0, current.rate))
+            last = now
+            while budget >= 1.0 and moves:
+                move = moves.pop(0)
+                budget -= 1.0
+                conns = [
+                    c for c in (by_id.get(i) for i in move.conn_ids) if c is not None and _still_on(c, move.source)
+                ]
+                if conns:
+                    finish_all(conns, f"rebalance: moving {move.client} off {move.source}")
+                    current.moved_clients += 1
+                    current.moved_connections += len(conns)
+                current.left_clients = len(moves)
+            if moves:
+                await asyncio.sleep(TICK_S)
+        return False
+
+
+def _still_on(conn: LiveConnection, server: str) -> bool:
+    return not conn.closed and conn.server is not None and conn.server.name == server
