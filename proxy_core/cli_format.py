@@ -174,7 +174,7 @@ def format_impact(impact: JSON) -> list[str]:
 
 def format_preview(preview: JSON) -> str:
     """`--dry-run` of drain, disable, weight or remove."""
-    head = f"dry run: {preview.get('action')} {clean(preview.get('server'))} would change nothing yet; it "
+    head = f"dry run (nothing changed): {preview.get('action')} {clean(preview.get('server'))} "
     lines = format_impact(preview.get("impact") or {})
     return "\n".join([head + lines[0], *lines[1:]])
 

@@ -182,9 +182,9 @@ class ControlClient:
         result: JSON = await self._request("DELETE", path, params=_force(force))
         return result
 
-    async def preview(self, action: str, name: str, weight: int | None = None) -> JSON:
+    async def preview(self, action: str, name: str, weight: int | None = None, force: bool = False) -> JSON:
         """`?dry_run=true` on drain, disable, weight or remove: what it would move, nothing changed."""
-        params: dict[str, str | int] = {"dry_run": "true"}
+        params: dict[str, str | int] = {"dry_run": "true", **(_force(force) or {})}
         path = f"/v1/servers/{_seg(name)}"
         if action == "remove":
             result: JSON = await self._request("DELETE", path, params=params)

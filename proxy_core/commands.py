@@ -248,7 +248,7 @@ async def cmd_drain(client: ControlClient, args: argparse.Namespace) -> int:
     if args.timeout is not None and not args.wait:
         raise UsageError("drain: --timeout only applies with --wait")
     if args.dry_run:
-        return await _preview(client, "drain", args.name)
+        return await _preview(client, args, "drain")
     since = int((await client.status()).get("totals", {}).get("last_seq", 0)) if args.wait else 0
     server = await client.drain(args.name, args.deadline, force=args.force)
     print(describe(server))
@@ -262,21 +262,21 @@ async def cmd_undrain(client: ControlClient, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-async def _preview(client: ControlClient, action: str, name: str, weight: int | None = None) -> int:
-    print(format_preview(await client.preview(action, name, weight)))
+async def _preview(client: ControlClient, args: argparse.Namespace, action: str, weight: int | None = None) -> int:
+    print(format_preview(await client.preview(action, args.name, weight, force=args.force)))
     return EXIT_OK
 
 
 async def cmd_weight(client: ControlClient, args: argparse.Namespace) -> int:
     if args.dry_run:
-        return await _preview(client, "weight", args.name, args.weight)
+        return await _preview(client, args, "weight", args.weight)
     print(describe(await client.set_weight(args.name, args.weight, force=args.force)))
     return EXIT_OK
 
 
 async def cmd_disable(client: ControlClient, args: argparse.Namespace) -> int:
     if args.dry_run:
-        return await _preview(client, "disable", args.name)
+        return await _preview(client, args, "disable")
     print(describe(await client.disable(args.name, force=args.force)))
     return EXIT_OK
 
@@ -288,7 +288,7 @@ async def cmd_enable(client: ControlClient, args: argparse.Namespace) -> int:
 
 async def cmd_remove(client: ControlClient, args: argparse.Namespace) -> int:
     if args.dry_run:
-        return await _preview(client, "remove", args.name)
+        return await _preview(client, args, "remove")
     result = await client.remove(args.name, force=args.force)
     print(f"removed {result.get('removed', args.name)}")
     return EXIT_OK
