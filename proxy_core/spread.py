@@ -6,14 +6,15 @@ still open, starts a new session there over it, and its WebSocket upgrade then l
 ID unknown"). So every spread close (drain deadline, shutdown, rebalance) closes all of one client's connections
 in the same instant, and the clients are what is spread.
 
-A client's instant in the window comes from a hash of its address, so processes that share no state (workers,
-fleet instances) close the connections of one client at the same instant of the same window.
+Clients are spaced evenly over the window in the order of a hash of their address. Processes that hold parts of
+one client's connections (workers) are given the same offsets by whoever sees every client (the supervisor); a
+client missing from them falls back to a position from its hash alone, which every process computes alike.
 """
 
 from __future__ import annotations
 
 import zlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -44,10 +45,24 @@ def offset_in_window(client: str, window: float) -> float:
     return zlib.crc32(client.encode()) / HASH_SPACE * window
 
 
-def schedule_by_client(items: Iterable[T], key: Callable[[T], str], window: float) -> list[tuple[float, list[T]]]:
-    """(delay, one client's items) pairs, sorted by delay: each client once, all its items together."""
+def even_offsets(clients: Iterable[str], window: float) -> dict[str, float]:
+    """Each client's instant: clients in hash order, evenly spaced from 0 over the window (0 for all if none)."""
+    ordered = sorted(set(clients), key=lambda c: (zlib.crc32(c.encode()), c))
+    step = window / len(ordered) if ordered and window > 0 else 0.0
+    return {client: i * step for i, client in enumerate(ordered)}
+
+
+def schedule_by_client(
+    items: Iterable[T], key: Callable[[T], str], window: float, offsets: Mapping[str, float] | None = None
+) -> list[tuple[float, list[T]]]:
+    """(delay, one client's items) pairs, sorted by delay: each client once, all its items together.
+
+    Without `offsets` the clients here are spaced evenly; with them, each client takes its given instant."""
     groups = group_by_client(items, key)
-    return sorted(((offset_in_window(client, window), group) for client, group in groups.items()), key=_delay)
+    if offsets is None:
+        offsets = even_offsets(groups, window)
+    entries = [(offsets.get(client, offset_in_window(client, window)), group) for client, group in groups.items()]
+    return sorted(entries, key=_delay)
 
 
 def _delay(entry: tuple[float, list[T]]) -> float:

@@ -7,7 +7,7 @@ import errno
 import os
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from proxy_core.accesslog import AccessLog
@@ -425,11 +425,17 @@ class Switchboard:
         client.finish("proxy", reason)
         return True
 
-    def close_many(self, clients: Iterable[LiveConnection], reason: str, spread: float) -> int:
+    def close_many(
+        self,
+        clients: Iterable[LiveConnection],
+        reason: str,
+        spread: float,
+        offsets: Mapping[str, float] | None = None,
+    ) -> int:
         """Close connections over `spread` seconds, all of one client's at the same instant (see spread.py).
 
         Returns how many clients (distinct addresses) are being closed."""
-        schedule = schedule_by_client(clients, connection_client, spread)
+        schedule = schedule_by_client(clients, connection_client, spread, offsets)
         for delay, group in schedule:
             if delay:
                 self._loop.call_later(delay, finish_all, group, reason)

@@ -26,6 +26,7 @@ from proxy_core.engine import Engine
 from proxy_core.errors import ConfigError, Conflict, NotFound
 from proxy_core.events import ConnectFailed, ConnectionClosed, Event, Handshake, OperatorAction
 from proxy_core.registry import Server
+from proxy_core.spread import client_key, even_offsets
 from proxy_core.switchboard import PASSIVE_RETRY_S
 from proxy_core.workers.aggregate import COUNTERS, Sums
 from proxy_core.workers.handle import SyncedRegistry, WorkerHandle, exit_cause
@@ -37,6 +38,9 @@ REQUEST_TIMEOUT_S = 2.0
 RESTART_BACKOFF_S = 1.0  # a worker that dies within its first second waits this long before the next try
 ID_MARGIN = 1_000_000  # local ids a restarted worker skips: connections accepted after the last report
 WATCH_S = 10.0  # a server's connection list is reported this long after a detail request
+# A draining server's connections are reported from this long before its deadline, so the supervisor can space
+# its clients evenly over the window for every worker at once (spread.even_offsets).
+WATCH_AHEAD_S = 2.0
 EVENT_TYPES: dict[str, type[Event]] = {c.type: c for c in (Handshake, ConnectionClosed, ConnectFailed)}
 
 
@@ -358,14 +362,35 @@ class Supervisor(Engine):
             now = time.time()
             for server in self.registry:
                 deadline = server.drain_deadline
-                if server.admin == "draining" and deadline is not None and now >= deadline:
+                if server.admin != "draining" or deadline is None:
+                    continue
+                if deadline - now < WATCH_AHEAD_S:
+                    self._watch_soon(server.name)  # its clients are known to the supervisor by the deadline
+                if now >= deadline:
                     server.drain_deadline = None
+                    offsets = even_offsets(self._clients_of(server.name), spread)
                     self._broadcast({"t": "close_server", "name": server.name, "spread": spread,
-                                     "reason": "drain deadline"})  # fmt: skip
+                                     "reason": "drain deadline", "offsets": offsets})  # fmt: skip
                     detail = f"deadline reached: closing {server.active} connection(s) over {spread:g} s"
                     self.bus.publish(
                         OperatorAction(action="drain-deadline", server=server.name, ok=True, detail=detail)
                     )
+
+    def _watch_soon(self, name: str) -> None:
+        """Have the workers report a server's connections (kept up while asked for)."""
+        known = name in self._watch
+        self._watch[name] = time.monotonic() + WATCH_S
+        if not known:
+            self._send_watch()
+
+    def _clients_of(self, name: str) -> list[str]:
+        """Every client with a connection to the server, from the workers' latest reports."""
+        return [
+            client_key(conn.get("client"))
+            for handle in self._live()
+            if handle.report is not None
+            for conn in handle.report["conns"].get(name, [])
+        ]
 
     async def remove(self, name: str, force: bool = False) -> Server:
         server = await super().remove(name, force)

@@ -211,7 +211,7 @@ class Worker:
                 self.watched = set(message["names"])
             elif kind == "close_server":
                 clients = [c for c in self.board.connections.values() if c.server and c.server.name == message["name"]]
-                self.board.close_many(clients, message["reason"], float(message["spread"]))
+                self.board.close_many(clients, message["reason"], float(message["spread"]), message.get("offsets"))
             elif kind == "close":
                 ok = self.board.close_connection(int(message["id"]), "closed by operator")
                 self.link.send({"t": "closed", "req": message["req"], "ok": ok})
@@ -247,7 +247,9 @@ class Worker:
         remaining = list(board.connections.values())
         if remaining:
             spread = min(self.config.timeouts.drain_spread, 2.0)
-            board.close_many(remaining, "shutdown", spread)
+            # No shared offsets here (every worker stops on its own): each client at its hash position, which every
+            # worker computes alike, so a client's connections on two workers still close at one instant.
+            board.close_many(remaining, "shutdown", spread, offsets={})
             try:
                 await asyncio.wait_for(board.empty.wait(), spread + 1.0)
             except TimeoutError:

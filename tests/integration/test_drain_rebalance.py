@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -269,3 +270,33 @@ async def test_previews_say_what_moves_and_refuse_like_the_real_action(
         assert (await client.server("b1"))["state"] == "up"
     for peer in peers:
         peer.writer.close()
+
+
+async def test_workers_close_each_clients_connections_at_one_instant(
+    start_engine: EngineFactory, tmp_path: Path, nodes: Callable[[int], Awaitable[list[TcpServer]]]
+) -> None:
+    """With --workers 2 a client's connections land on both workers; at the drain deadline they still close in the
+    same instant, and the clients are spaced over the window (the supervisor gives every worker the same offsets)."""
+    servers = await nodes(2)
+    config = tmp_path / "wsproxy.toml"
+    config.write_text("[timeouts]\ndrain_spread = 1.5\n", encoding="utf-8")
+    flags = [x for s in servers for x in ("--backend", s.flag)]
+    engine = await start_engine("-c", str(config), "--balance", "ip_hash", "--check", "none", "--workers", "2", *flags)
+    on_b1 = [ip for ip, node in placements(["b1", "b2"], IPS).items() if node == "b1"][:8]
+    # Two clients with four connections each (on both workers) and six with one (on one worker only), so the
+    # workers hold different sets of clients.
+    peers = {ip: [await upgraded(engine.port, ip) for _ in range(4 if i < 2 else 1)] for i, ip in enumerate(on_b1)}
+    await wait_until(lambda: servers[0].open == 14, unit(5), "14 connections open on b1")
+    async with engine.client() as client:
+        status = await client.status()
+        assert len(status["engine"]["workers"]) == 2
+        await client.drain("b1", deadline_s=0.5)
+    closes = {ip: [await p.closed(unit(6)) for p in group] for ip, group in peers.items()}
+    for ip, times in closes.items():
+        assert max(times) - min(times) < 0.05, f"{ip}: its connections closed {max(times) - min(times):.3f} s apart"
+    firsts = sorted(min(times) for times in closes.values())
+    gaps = [b - a for a, b in itertools.pairwise(firsts)]
+    assert min(gaps) >= 1.5 / 8 * 0.5, f"clients closed too close together: {gaps}"
+    for group in peers.values():
+        for peer in group:
+            peer.writer.close()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from proxy_core.spread import client_key, group_by_client, offset_in_window, schedule_by_client
+from proxy_core.spread import client_key, even_offsets, group_by_client, offset_in_window, schedule_by_client
 
 
 @pytest.mark.parametrize(
@@ -53,15 +53,20 @@ def test_schedule_closes_each_client_once_with_all_its_connections() -> None:
     assert delays == sorted(delays)
 
 
-def test_schedule_spreads_clients_over_the_window() -> None:
-    """Hash positions spread 1,000 clients roughly evenly: no tenth of the window holds more than twice its share."""
-    conns = [f"10.{i // 250}.{i % 250}.1:5000" for i in range(1000)]
-    schedule = schedule_by_client(conns, client_key, 10.0)
-    per_second = [0] * 10
-    for delay, _ in schedule:
-        per_second[int(delay)] += 1
-    assert max(per_second) <= 200, per_second
-    assert min(per_second) >= 50, per_second
+@pytest.mark.parametrize("clients", [1, 2, 8, 25, 1000])
+def test_schedule_spaces_clients_evenly_over_the_window(clients: int) -> None:
+    """Clients are spaced window/n apart from 0: no second of a drain sees more than its share reconnect."""
+    conns = [f"10.{i // 250}.{i % 250}.1:{5000 + k}" for i in range(clients) for k in range(2)]
+    delays = [delay for delay, _ in schedule_by_client(conns, client_key, 2.0)]
+    assert delays == pytest.approx([i * 2.0 / clients for i in range(clients)])
+
+
+def test_given_offsets_win_and_unknown_clients_fall_back_to_their_hash() -> None:
+    """A supervisor's offsets place every client it knows; one it missed gets its hash position, same everywhere."""
+    offsets = even_offsets(["a", "b"], 1.0)
+    schedule = dict((group[0], delay) for delay, group in schedule_by_client(["a:1", "c:1"], client_key, 1.0, offsets))
+    assert schedule == {"a:1": offsets["a"], "c:1": offset_in_window("c", 1.0)}
+    assert sorted(offsets.values()) == [0.0, 0.5]
 
 
 def test_zero_window_closes_everyone_at_once() -> None:
