@@ -13,6 +13,8 @@
 #   -d, --deadline S       seconds a draining node's connections may stay before they are closed (30)
 #   --drain-timeout S      give up if the node still has connections this long after the drain (deadline + 60)
 #   --up-timeout S         give up if the node is not up this long after the restart (60)
+#   --no-rebalance         do not run `wsproxy rebalance --wait` after the last node (it moves the clients back
+#                          onto the nodes restarted last, which otherwise hold few or none)
 #   --control PATH         the engine's control socket (default: $WSPROXY_CONTROL, else wsproxy's default)
 # Environment: WSPROXY, the wsproxy command (default: wsproxy).
 # Exit status: 0 all restarted; 1 a step failed (the message names the node and step); 2 usage.
@@ -23,6 +25,7 @@ read -r -a WSPROXY_CMD <<< "${WSPROXY:-wsproxy}"
 deadline=30
 drain_timeout=""
 up_timeout=60
+rebalance=1
 control=()
 current=""   # the node being worked on, and how far it got, for the message if we stop early
 step=""
@@ -46,6 +49,7 @@ while [[ $# -gt 0 ]]; do
         -d|--deadline) [[ $# -ge 2 ]] && is_seconds "$2" || usage; deadline=$2; shift 2 ;;
         --drain-timeout) [[ $# -ge 2 ]] && is_seconds "$2" || usage; drain_timeout=$2; shift 2 ;;
         --up-timeout) [[ $# -ge 2 ]] && is_seconds "$2" || usage; up_timeout=$2; shift 2 ;;
+        --no-rebalance) rebalance=0; shift ;;
         --control) [[ $# -ge 2 ]] || usage; control=(--control "$2"); shift 2 ;;
         -h|--help) usage ;;
         --) shift; break ;;
@@ -113,3 +117,7 @@ for name in "${names[@]}"; do
     step=""
 done
 echo "$PROG: restarted ${names[*]}"
+if [[ $rebalance -eq 1 ]]; then
+    echo "==> rebalancing"
+    wsproxy rebalance --wait --timeout 300 || echo "$PROG: warning: rebalance did not finish (see above)" >&2
+fi

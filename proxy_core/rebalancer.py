@@ -40,7 +40,7 @@ class Rebalance:
         self.planned_clients = first.clients
         self.moved_clients = 0
         self.moved_connections = 0
-        self.left_clients = first.clients
+        self.left_clients = first.clients + first.skipped_young
         self.rounds = 1
 
     def end(self, state: str, reason: str, now: float) -> None:
@@ -173,7 +173,7 @@ class Rebalancer:
         current = Rebalance(first, rate, now)
         self.current = current
         self.bus.publish(OperatorAction(action="rebalance", server=None, ok=True, detail=current.reason))
-        if not first.moves:
+        if not first.moves and not first.skipped_young:
             self._end("done", "balanced: no client is on the wrong server", now)
         else:
             self._task = asyncio.get_running_loop().create_task(self._run(current, first, by_id))
@@ -206,31 +206,30 @@ class Rebalancer:
         signature = self._signature()
         result = first
         while True:
-            stopped = await self._move(current, result, by_id, signature)
-            if stopped:
+            if await self._move(current, result, by_id, signature):
                 return
             if current.rounds >= MAX_ROUNDS:
                 break
-            await asyncio.sleep(SETTLE_S)
+            # Moved clients need a moment to reconnect; clients too young to move need to reach min_age.
+            await asyncio.sleep(SETTLE_S if result.moves else self.config.min_age_s)
             if self._changed(current, signature):
                 return
             result, by_id = self.plan(time.time())
-            if not result.moves:
+            if not result.moves and not result.skipped_young:
                 break
             current.rounds += 1
             current.planned_clients += result.clients
-            current.left_clients = result.clients
+            current.left_clients = result.clients + result.skipped_young
+        self._task = None
         leftover, _ = self.plan(time.time())
-        if leftover.clients or leftover.skipped_young or leftover.skipped_full:
-            left = leftover.clients + leftover.skipped_young + leftover.skipped_full
-            current.left_clients = left
+        left = leftover.clients + leftover.skipped_young + leftover.skipped_full
+        current.left_clients = left
+        if left:
             self._end(
                 "done", f"{left} client(s) still on another server (young, full or placed elsewhere)", time.time()
             )
         else:
-            current.left_clients = 0
             self._end("done", "balanced: every client is where the balancer places it", time.time())
-        self._task = None
 
     def _changed(self, current: Rebalance, signature: tuple[tuple[str, str, int], ...]) -> bool:
         if self._signature() == signature:
