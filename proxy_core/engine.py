@@ -13,7 +13,7 @@ from typing import Any, TypeVar, cast
 
 from proxy_core import __version__, statefile
 from proxy_core.accesslog import AccessLog
-from proxy_core.balancer import BalancePolicy, make_balancer
+from proxy_core.balancer import BalancePolicy, Balancer, make_balancer
 from proxy_core.checker import CheckRunner
 from proxy_core.config import EngineConfig, ServerConfig, format_address, parse_address
 from proxy_core.errors import BadRequest, ConfigError, NotFound, StateNotSaved, WsproxyError
@@ -72,8 +72,7 @@ class Engine:
                 ) from exc
         balancer = make_balancer(cast(BalancePolicy, self.config.balance))
         self.board = Switchboard(self.config, self.registry, self.bus, balancer, self._access_log)
-        self.rebalancer = Rebalancer(self.config.rebalance, self.config.balance, self.registry, self.board,
-                                     balancer, self.bus)  # fmt: skip
+        self.rebalancer = self._make_rebalancer(balancer)
         self.checker = CheckRunner(self.config.check, self._check_result)
         for server in self.registry:
             self.checker.add(server.name, server.host, server.port)
@@ -331,14 +330,17 @@ class Engine:
 
         return await self._operate("close", None, run, f"closed connection {conn_id}")
 
+    def _make_rebalancer(self, balancer: Balancer) -> Rebalancer:
+        return Rebalancer(self.config.rebalance, self.config.balance, self.registry, self.board, balancer, self.bus)
+
     def preview(self, action: str, name: str, *, force: bool = False, weight: int | None = None) -> dict[str, Any]:
         """A dry run of drain, disable, weight or remove: what it would move (refused as the real one would be)."""
         return self.rebalancer.preview(action, name, force=force, weight=weight)
 
-    def rebalance_plan(self) -> dict[str, Any]:
+    async def rebalance_plan(self) -> dict[str, Any]:
         return self.rebalancer.dry_run()
 
-    def start_rebalance(self, rate: float | None) -> dict[str, Any]:
+    async def start_rebalance(self, rate: float | None) -> dict[str, Any]:
         """Start moving clients that are on the wrong server; a refusal is an operator event too."""
         try:
             return self.rebalancer.start(rate)

@@ -17,7 +17,7 @@ from proxy_core.balancer import Balancer
 from proxy_core.config import RebalanceConfig
 from proxy_core.errors import Conflict
 from proxy_core.events import EventBus, OperatorAction
-from proxy_core.rebalance import Candidate, Placed, Plan, Target, default_rate, impact, plan
+from proxy_core.rebalance import Candidate, Move, Placed, Plan, Target, default_rate, impact, plan
 from proxy_core.registry import LiveConnection, Registry, Server
 from proxy_core.spread import client_key
 from proxy_core.switchboard import Switchboard, finish_all
@@ -81,6 +81,8 @@ class Rebalancer:
         self.bus = bus
         self.current: Rebalance | None = None
         self._task: asyncio.Task[None] | None = None
+        self._by_id: dict[int, LiveConnection] = {}
+        self._clients_placed = 0  # distinct clients on eligible servers at the last plan (for the default rate)
 
     # -- planning -------------------------------------------------------------------------------
 
@@ -88,18 +90,29 @@ class Rebalancer:
         server = self.balancer.pick(self.registry.eligible, client)
         return server.name if server is not None else None
 
-    def plan(self, now: float) -> tuple[Plan, dict[int, LiveConnection]]:
-        """The plan for the connections open now, and those connections by id (the moves name them)."""
-        eligible = self.registry.eligible
-        targets = [Target(s.name, s.weight, s.max_conns) for s in eligible]
-        by_id: dict[int, LiveConnection] = {}
-        placed: list[Placed] = []
-        for server in eligible:
+    def placed(self, now: float) -> list[Placed]:
+        """The live connections on eligible servers, as the planner sees them (remembered by id for the moves)."""
+        self._by_id = {}
+        out: list[Placed] = []
+        for server in self.registry.eligible:
             for conn in server.conns:
-                by_id[conn.conn_id] = conn
-                placed.append(Placed(conn.conn_id, client_key(conn.client), server.name, now - conn.started))
-        result = plan(self.policy, placed, targets, self._hash_pick, self.config.min_age_s)
-        return result, by_id
+                self._by_id[conn.conn_id] = conn
+                out.append(Placed(conn.conn_id, client_key(conn.client), server.name, now - conn.started))
+        return out
+
+    def close_move(self, move: Move) -> int:
+        """Close one move's connections (those still open on its server) in the same instant; how many were."""
+        found = (self._by_id.get(i) for i in move.conn_ids)
+        conns = [c for c in found if c is not None and _still_on(c, move.source)]
+        finish_all(conns, f"rebalance: moving {move.client} off {move.source}")
+        return len(conns)
+
+    def plan(self, now: float) -> Plan:
+        """The plan for the connections open now."""
+        targets = [Target(s.name, s.weight, s.max_conns) for s in self.registry.eligible]
+        placed = self.placed(now)
+        self._clients_placed = len({p.client for p in placed})
+        return plan(self.policy, placed, targets, self._hash_pick, self.config.min_age_s)
 
     def preview(self, action: str, name: str, *, force: bool = False, weight: int | None = None) -> dict[str, Any]:
         """What drain, disable, weight or remove would move and the shares after; the same refusals as the real one."""
@@ -127,7 +140,7 @@ class Rebalancer:
         return [client_key(conn.client) for conn in server.conns]
 
     def dry_run(self) -> dict[str, Any]:
-        result, _ = self.plan(time.time())
+        result = self.plan(time.time())
         moved: dict[str, list[str]] = {}
         for move in result.moves:
             moved.setdefault(move.source, []).extend([move.client] * len(move.conn_ids))
@@ -167,16 +180,16 @@ class Rebalancer:
         if not self.registry.eligible:
             raise Conflict("no eligible server to rebalance onto")
         now = time.time()
-        first, by_id = self.plan(now)
+        first = self.plan(now)
         if rate is None:
-            rate = self.config.rate or default_rate(self._clients_on_eligible(), len(self.registry.eligible))
+            rate = self.config.rate or default_rate(self._clients_placed, len(self.registry.eligible))
         current = Rebalance(first, rate, now)
         self.current = current
         self.bus.publish(OperatorAction(action="rebalance", server=None, ok=True, detail=current.reason))
         if not first.moves and not first.skipped_young:
             self._end("done", "balanced: no client is on the wrong server", now)
         else:
-            self._task = asyncio.get_running_loop().create_task(self._run(current, first, by_id))
+            self._task = asyncio.get_running_loop().create_task(self._run(current, first))
         return current.to_dict()
 
     def stop(self, reason: str = "stopped by operator") -> dict[str, Any] | None:
@@ -187,9 +200,6 @@ class Rebalancer:
                 self._task = None
             self._end("stopped", reason, time.time())
         return self.status()
-
-    def _clients_on_eligible(self) -> int:
-        return len({client_key(c.client) for s in self.registry.eligible for c in s.conns})
 
     def _signature(self) -> tuple[tuple[str, str, int], ...]:
         return tuple((s.name, s.state, s.weight) for s in self.registry)
@@ -202,11 +212,11 @@ class Rebalancer:
         detail = f"{reason}; moved {current.moved_clients} client(s), {current.moved_connections} connection(s)"
         self.bus.publish(OperatorAction(action=action, server=None, ok=state == "done", detail=detail))
 
-    async def _run(self, current: Rebalance, first: Plan, by_id: dict[int, LiveConnection]) -> None:
+    async def _run(self, current: Rebalance, first: Plan) -> None:
         signature = self._signature()
         result = first
         while True:
-            if await self._move(current, result, by_id, signature):
+            if await self._move(current, result, signature):
                 return
             if current.rounds >= MAX_ROUNDS:
                 break
@@ -214,14 +224,14 @@ class Rebalancer:
             await asyncio.sleep(SETTLE_S if result.moves else self.config.min_age_s)
             if self._changed(current, signature):
                 return
-            result, by_id = self.plan(time.time())
+            result = self.plan(time.time())
             if not result.moves and not result.skipped_young:
                 break
             current.rounds += 1
             current.planned_clients += result.clients
             current.left_clients = result.clients + result.skipped_young
         self._task = None
-        leftover, _ = self.plan(time.time())
+        leftover = self.plan(time.time())
         left = leftover.clients + leftover.skipped_young + leftover.skipped_full
         current.left_clients = left
         if left:
@@ -238,9 +248,7 @@ class Rebalancer:
         self._end("stopped", "a server changed state or weight during the rebalance", time.time())
         return True
 
-    async def _move(
-        self, current: Rebalance, result: Plan, by_id: dict[int, LiveConnection], signature: tuple[Any, ...]
-    ) -> bool:
+    async def _move(self, current: Rebalance, result: Plan, signature: tuple[Any, ...]) -> bool:
         """Make the plan's moves at the rate; True when stopped because a server changed."""
         budget = 1.0  # the first client goes at once
         last = time.monotonic()
@@ -254,13 +262,10 @@ class Rebalancer:
             while budget >= 1.0 and moves:
                 move = moves.pop(0)
                 budget -= 1.0
-                conns = [
-                    c for c in (by_id.get(i) for i in move.conn_ids) if c is not None and _still_on(c, move.source)
-                ]
-                if conns:
-                    finish_all(conns, f"rebalance: moving {move.client} off {move.source}")
+                closed = self.close_move(move)
+                if closed:
                     current.moved_clients += 1
-                    current.moved_connections += len(conns)
+                    current.moved_connections += closed
                 current.left_clients = len(moves)
             if moves:
                 await asyncio.sleep(TICK_S)

@@ -213,11 +213,11 @@ async def start_rebalance(request: web.Request) -> web.Response:
     body = await read_body(request, REBALANCE_SPEC)
     engine = engine_of(request)
     if query_flag(request.query, "dry_run"):
-        return answer(engine.rebalance_plan())
+        return answer(await engine.rebalance_plan())
     rate = body.get("rate")
     if rate is not None and not 0 < rate <= MAX_REBALANCE_RATE:
         raise BadRequest(f"field 'rate': expected clients per second in (0, {MAX_REBALANCE_RATE:g}], got {rate}")
-    return answer({"rebalance": engine.start_rebalance(rate)}, status=202)
+    return answer({"rebalance": await engine.start_rebalance(rate)}, status=202)
 
 
 async def get_rebalance(request: web.Request) -> web.Response:

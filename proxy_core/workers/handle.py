@@ -36,6 +36,7 @@ class WorkerHandle:
     ready: asyncio.Future[Message]
     pool_version: int = 0
     report: Message | None = None
+    reports: int = 0  # reports received, so a waiter knows one came after its request
     requests: dict[int, asyncio.Future[bool]] = field(default_factory=dict)
     reader: asyncio.Task[None] | None = None
 

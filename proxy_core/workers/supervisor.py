@@ -16,21 +16,24 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import replace
 from typing import Any, TypeVar
 
 from proxy_core.accesslog import AccessLog
+from proxy_core.balancer import Balancer
 from proxy_core.config import EngineConfig, format_address
 from proxy_core.engine import Engine
-from proxy_core.errors import ConfigError, Conflict, NotFound
+from proxy_core.errors import ConfigError, NotFound
 from proxy_core.events import ConnectFailed, ConnectionClosed, Event, Handshake, OperatorAction
+from proxy_core.rebalancer import Rebalancer
 from proxy_core.registry import Server
 from proxy_core.spread import client_key, even_offsets
 from proxy_core.switchboard import PASSIVE_RETRY_S
 from proxy_core.workers.aggregate import COUNTERS, Sums
 from proxy_core.workers.handle import SyncedRegistry, WorkerHandle, exit_cause
 from proxy_core.workers.link import Link, Message
+from proxy_core.workers.rebalance import WorkerRebalancer
 
 T = TypeVar("T")
 START_TIMEOUT_S = 15.0  # interpreter start, imports and binding
@@ -64,6 +67,7 @@ class Supervisor(Engine):
         self._watch: dict[str, float] = {}
         self._next_req = 0
         self._last_active: dict[str, int] = {}
+        self.report_arrived = asyncio.Event()
 
     # -- start and stop ---------------------------------------------------------------------------
 
@@ -232,6 +236,8 @@ class Supervisor(Engine):
             kind = message.get("t")
             if kind == "report":
                 handle.report = message
+                handle.reports += 1
+                self.report_arrived.set()
                 self._aggregate()
             elif kind == "pool_ack":
                 handle.pool_version = message["v"]
@@ -365,7 +371,7 @@ class Supervisor(Engine):
                 if server.admin != "draining" or deadline is None:
                     continue
                 if deadline - now < WATCH_AHEAD_S:
-                    self._watch_soon(server.name)  # its clients are known to the supervisor by the deadline
+                    self.watch_soon(server.name)  # its clients are known to the supervisor by the deadline
                 if now >= deadline:
                     server.drain_deadline = None
                     offsets = even_offsets(self._clients_of(server.name), spread)
@@ -376,7 +382,7 @@ class Supervisor(Engine):
                         OperatorAction(action="drain-deadline", server=server.name, ok=True, detail=detail)
                     )
 
-    def _watch_soon(self, name: str) -> None:
+    def watch_soon(self, name: str) -> None:
         """Have the workers report a server's connections (kept up while asked for)."""
         known = name in self._watch
         self._watch[name] = time.monotonic() + WATCH_S
@@ -385,12 +391,7 @@ class Supervisor(Engine):
 
     def _clients_of(self, name: str) -> list[str]:
         """Every client with a connection to the server, from the workers' latest reports."""
-        return [
-            client_key(conn.get("client"))
-            for handle in self._live()
-            if handle.report is not None
-            for conn in handle.report["conns"].get(name, [])
-        ]
+        return [client_key(conn.get("client")) for conn in self.reported_conns(name)]
 
     async def remove(self, name: str, force: bool = False) -> Server:
         server = await super().remove(name, force)
@@ -437,13 +438,44 @@ class Supervisor(Engine):
         data["connections"] = sorted(conns, key=lambda c: int(c["id"]))
         return data
 
-    def start_rebalance(self, rate: float | None) -> dict[str, Any]:
-        message = (
-            "rebalance is not available with --workers yet (each worker holds its own connections); "
-            "drain and undrain move clients meanwhile"
+    def _make_rebalancer(self, balancer: Balancer) -> Rebalancer:
+        rebalancer = WorkerRebalancer(
+            self.config.rebalance, self.config.balance, self.registry, self.board, balancer, self.bus
         )
-        self.bus.publish(OperatorAction(action="rebalance", server=None, ok=False, detail=message))
-        raise Conflict(message)
+        rebalancer.supervisor = self
+        return rebalancer
+
+    async def start_rebalance(self, rate: float | None) -> dict[str, Any]:
+        assert isinstance(self.rebalancer, WorkerRebalancer)
+        await self.rebalancer.fresh()
+        return await super().start_rebalance(rate)
+
+    async def rebalance_plan(self) -> dict[str, Any]:
+        assert isinstance(self.rebalancer, WorkerRebalancer)
+        await self.rebalancer.fresh()
+        return await super().rebalance_plan()
+
+    def live_workers(self) -> list[WorkerHandle]:
+        return self._live()
+
+    def reported_conns(self, name: str) -> list[dict[str, Any]]:
+        """A server's open connections as the workers last reported them (for servers being watched)."""
+        return [
+            conn
+            for handle in self._live()
+            if handle.report is not None
+            for conn in handle.report["conns"].get(name, [])
+        ]
+
+    def close_ids(self, conn_ids: Iterable[int], reason: str) -> None:
+        """Close connections by their global ids, each worker its own at once (no reply awaited)."""
+        by_worker: dict[int, list[int]] = {}
+        for conn_id in conn_ids:
+            by_worker.setdefault(conn_id % self.count, []).append(conn_id // self.count)
+        for index, local in by_worker.items():
+            handle = self.workers[index]
+            if handle is not None:
+                handle.link.send({"t": "close_ids", "ids": local, "reason": reason})
 
     def preview(self, action: str, name: str, *, force: bool = False, weight: int | None = None) -> dict[str, Any]:
         """As the Engine's, with connection counts from the workers' reports (clients are not known here)."""

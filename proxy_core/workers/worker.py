@@ -212,6 +212,9 @@ class Worker:
             elif kind == "close_server":
                 clients = [c for c in self.board.connections.values() if c.server and c.server.name == message["name"]]
                 self.board.close_many(clients, message["reason"], float(message["spread"]), message.get("offsets"))
+            elif kind == "close_ids":  # a rebalance move: this worker's share of one client's connections
+                for local in message["ids"]:
+                    self.board.close_connection(int(local), message["reason"])
             elif kind == "close":
                 ok = self.board.close_connection(int(message["id"]), "closed by operator")
                 self.link.send({"t": "closed", "req": message["req"], "ok": ok})

@@ -300,3 +300,37 @@ async def test_workers_close_each_clients_connections_at_one_instant(
     for group in peers.values():
         for peer in group:
             peer.writer.close()
+
+
+async def test_rebalance_with_workers_closes_each_client_on_every_worker(
+    start_engine: EngineFactory,
+    tmp_path: Path,
+    nodes: Callable[[int], Awaitable[list[TcpServer]]],
+    wsproxy_cli: Callable[..., Awaitable[CliResult]],
+) -> None:
+    """With --workers 2 the supervisor plans from the workers' reports: exactly the clients the ring gives the
+    returned server are moved, each client's connections (spread over both workers) at one instant."""
+    servers = await nodes(3)
+    config = tmp_path / "wsproxy.toml"
+    config.write_text("[rebalance]\nmin_age_s = 0.2\n", encoding="utf-8")
+    flags = [x for s in servers for x in ("--backend", s.flag)]
+    engine = await start_engine("-c", str(config), "--balance", "ip_hash", "--check", "none", "--workers", "2", *flags)
+    ips = IPS[:30]
+    async with engine.client() as client:
+        await client.disable("b3")
+        peers = {ip: [await upgraded(engine.port, ip) for _ in range(3)] for ip in ips}
+        await client.enable("b3")
+    movers = {ip for ip, node in placements(["b1", "b2", "b3"], ips).items() if node == "b3"}
+    assert movers
+    await asyncio.sleep(0.3)  # past min_age_s
+    wait = ("--wait", "--timeout", "30")
+    result = await wsproxy_cli("rebalance", "--rate", "50", *wait, "--control", engine.control, timeout=40)
+    assert result.code == 0, result.out + result.err
+    for ip in movers:
+        times = [await p.closed(unit(5)) for p in peers[ip]]
+        assert max(times) - min(times) < 0.05, f"{ip}: its connections closed {max(times) - min(times):.3f} s apart"
+    stayed = [p for ip, group in peers.items() if ip not in movers for p in group]
+    assert all(p.closed_at is None for p in stayed)
+    for group in peers.values():
+        for peer in group:
+            peer.writer.close()
