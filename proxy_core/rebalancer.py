@@ -153,22 +153,24 @@ class Rebalancer:
         """`[rebalance] auto`: once a server has become eligible and nothing changed for `auto_delay_s`, rebalance.
 
         Waiting for a quiet fleet means a rolling restart triggers one rebalance at its end, not one per node."""
-        signature, eligible = self._signature(), {s.name for s in self.registry.eligible}
+        signature, joined = self._signature(), self.registry.joined
         pending_since: float | None = None
         while True:
             await asyncio.sleep(AUTO_POLL_S)
             now = time.monotonic()
             current_signature = self._signature()
-            if current_signature != signature:
-                names = {s.name for s in self.registry.eligible}
-                if names - eligible or pending_since is not None:
-                    pending_since = now  # a server came back, or the fleet is still moving: start the wait again
-                signature, eligible = current_signature, names
-            elif pending_since is not None and now - pending_since >= self.config.auto_delay_s:
+            if self.registry.joined != joined or (pending_since is not None and current_signature != signature):
+                pending_since = now  # a server came back, or the fleet is still moving: start the wait again
+            signature, joined = current_signature, self.registry.joined
+            if pending_since is not None and now - pending_since >= self.config.auto_delay_s:
                 pending_since = None
                 if self.current is None or self.current.state != "running":
+                    await self.fresh()
                     with contextlib.suppress(Conflict):
                         self.start(None)
+
+    async def fresh(self) -> None:
+        """Make sure the connection lists are current before planning (nothing to wait for in one process)."""
 
     def status(self) -> dict[str, Any] | None:
         return self.current.to_dict() if self.current is not None else None

@@ -153,6 +153,7 @@ class Registry:
         self.servers: dict[str, Server] = {}
         self._eligible: tuple[Server, ...] = ()
         self.has_max_conns = False
+        self.joined = 0  # times a server became eligible (rebalance auto starts from it)
 
     def __iter__(self) -> Iterator[Server]:
         return iter(self.servers.values())
@@ -172,7 +173,10 @@ class Registry:
 
     def refresh(self) -> None:
         """Recompute the cached eligible set; called after every change of state or weight."""
+        before = self._eligible
         self._eligible = tuple(s for s in self.servers.values() if s.eligible)
+        if any(s not in before for s in self._eligible):
+            self.joined += 1
         self.has_max_conns = any(s.max_conns is not None for s in self._eligible)
 
     def total_weight(self) -> int:

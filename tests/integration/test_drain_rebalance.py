@@ -334,3 +334,32 @@ async def test_rebalance_with_workers_closes_each_client_on_every_worker(
     for group in peers.values():
         for peer in group:
             peer.writer.close()
+
+
+async def test_auto_rebalance_once_the_fleet_is_quiet(
+    start_engine: EngineFactory, tmp_path: Path, nodes: Callable[[int], Awaitable[list[TcpServer]]]
+) -> None:
+    """`[rebalance] auto`: a server that comes back starts one rebalance by itself after auto_delay_s of quiet."""
+    servers = await nodes(3)
+    toml = "[rebalance]\nauto = true\nauto_delay_s = 0.5\nmin_age_s = 0.2\n"
+    engine = await engine_with(start_engine, tmp_path, servers, toml)
+    ips = IPS[:30]
+    async with engine.client() as client:
+        await client.disable("b3")
+        peers = {ip: await upgraded(engine.port, ip) for ip in ips}
+        await client.enable("b3")
+        movers = {ip for ip, node in placements(["b1", "b2", "b3"], ips).items() if node == "b3"}
+
+        async def done() -> bool:
+            state = (await client.rebalance_status())["rebalance"]
+            return state is not None and state["state"] == "done"
+
+        deadline = time.monotonic() + unit(15)
+        while not await done():
+            assert time.monotonic() < deadline, "no automatic rebalance finished"
+            await asyncio.sleep(0.1)
+        state = (await client.rebalance_status())["rebalance"]
+        assert state["moved_clients"] == len(movers) and state["left_clients"] == 0
+    assert {ip for ip, peer in peers.items() if peer.closed_at is not None} == movers
+    for peer in peers.values():
+        peer.writer.close()
