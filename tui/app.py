@@ -60,6 +60,8 @@ class DashboardApp(App[QuitChoice | None], inherit_bindings=False):
         self.status: JSON = {}
         self.link_lost = False
         self._drained: set[tuple[str, Any]] = set()
+        #: The `started` time of the rebalance last seen running, until its end is announced.
+        self._rebalance_running: Any = None
         self.main_screen = MainScreen()
 
     def get_default_screen(self) -> Screen[Any]:
@@ -70,6 +72,7 @@ class DashboardApp(App[QuitChoice | None], inherit_bindings=False):
         bar = self.main_screen.status_bar
         bar.read_only, bar.target, bar.tz = self.read_only, self.source.description, self.source.tz
         bar.live = self.source.live
+        self.main_screen.rebalance_bar.tz = self.source.tz
         await self.source.start(self.post_message)
 
     def on_mount(self) -> None:
@@ -109,6 +112,7 @@ class DashboardApp(App[QuitChoice | None], inherit_bindings=False):
         self.status = message.status
         self.main_screen.apply_snapshot(message.status, message.now)
         self._announce_drained()
+        self._announce_rebalance_end()
         if isinstance(self.screen, DetailScreen):
             self.screen.refresh_detail()
             self.screen.refresh_bindings_if_changed()
@@ -153,6 +157,21 @@ class DashboardApp(App[QuitChoice | None], inherit_bindings=False):
                 text = "drained: no connections left, safe to restart"
                 self.notify(f"{server['name']} {text}", title="Drain complete", timeout=10)
                 self.record_note(f"{server['name']} {text}")
+
+    def _announce_rebalance_end(self) -> None:
+        """A toast, once, when a rebalance seen running ends (done or stopped, with the engine's reason)."""
+        current = self.status.get("rebalance") or {}
+        if current.get("state") == "running":
+            self._rebalance_running = current.get("started")
+        elif self._rebalance_running is not None and current.get("started") == self._rebalance_running:
+            self._rebalance_running = None
+            state = current.get("state")
+            self.notify(
+                f"{current.get('reason', '')}; moved {current.get('moved_clients', 0)} client(s)",
+                title=f"Rebalance {state}",
+                severity="information" if state == "done" else "warning",
+                timeout=10,
+            )
 
     def record_action(self, action: str, target: str, result: str, ok: bool) -> None:
         """A line in the events pane for something done from (or seen by) this dashboard."""

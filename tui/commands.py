@@ -19,16 +19,19 @@ def entries(app: DashboardApp) -> list[Entry]:
     out: list[Entry] = []
     if not app.read_only:
         out.append(("add server", "Add an upstream server", app.ops.ask_add))
+        out.append(("rebalance", "Move the clients on the wrong server (shows the plan first)", app.ops.ask_rebalance))
+        if (app.status.get("rebalance") or {}).get("state") == "running":
+            out.append(("stop rebalance", "Stop moving clients", app.ops.stop_rebalance))
     for server in app.servers():
         name = str(server["name"])
         out.append((f"details {name}", f"Health history and connections of {name}", partial(app.show_details, name)))
         if app.read_only:
             continue
         out += [
-            (f"drain {name}", f"Stop new connections to {name}", partial(app.ops.drain, name)),
+            (f"drain {name}", f"Stop new connections to {name}", partial(app.ops.ask_drain_now, name)),
             (f"drain {name} with deadline", "Drain, then close what is left", partial(app.ops.ask_drain, name)),
             (f"undrain {name}", f"Let {name} take connections again", partial(app.ops.simple, "undrain", name)),
-            (f"disable {name}", f"Maintenance for {name}", partial(app.ops.simple, "disable", name)),
+            (f"disable {name}", f"Maintenance for {name}", partial(app.ops.ask_disable, name)),
             (f"enable {name}", f"Bring {name} back", partial(app.ops.simple, "enable", name)),
             (f"weight {name}", f"Set the weight of {name}", partial(app.ops.ask_weight, name)),
             (f"remove {name}", f"Remove {name} (asks first)", partial(app.ops.ask_remove, name)),

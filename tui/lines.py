@@ -72,9 +72,11 @@ def event_line(event: JSON, tz: tzinfo | None = None) -> str | None:
         text = f"{ts} {clean(event.get('server'))} {event.get('old')} → {event.get('new')}"
         return text + (f": {clean(reason, 80)}" if reason else "")
     if kind == "operator":
-        result = "ok" if event.get("ok") else "FAILED"
+        action = event.get("action")
+        result = "ok" if event.get("ok") else ("stopped" if action == "rebalance-stopped" else "FAILED")
         detail = event.get("detail")
-        text = f"{ts} operator {event.get('action')} {clean(event.get('server') or '')}: {result}"
+        server = event.get("server")
+        text = f"{ts} operator {action}{' ' + clean(server) if server else ''}: {result}"
         return text + (f" ({clean(detail, 80)})" if detail else "")
     if kind == "connect_failed":
         return (

@@ -8,6 +8,8 @@ import re
 from typing import Any
 
 from proxy_core.client import ControlError
+from proxy_core.spread import client_key
+from tui import sim_rebalance as sim
 
 JSON = dict[str, Any]
 
@@ -16,6 +18,8 @@ ADDRESS_RE = re.compile(r"^(?P<host>[A-Za-z0-9_.-]+|\[[0-9A-Fa-f:.]+\]):(?P<port
 MAX_WEIGHT = 256
 # A simulated drain empties in about this many seconds of fake time.
 DRAIN_SIM_S = 8.0
+# Why a rebalance stops when the fleet changes under it (the engine's words).
+CHANGED = "a server changed state or weight during the rebalance"
 
 
 def _health(status: str, rise: int, fall: int) -> JSON:
@@ -41,6 +45,9 @@ class PoolModel:
     def __init__(self, status: JSON, details: dict[str, JSON] | None = None) -> None:
         self.status: JSON = copy.deepcopy(status)
         self.details: dict[str, JSON] = copy.deepcopy(details or {})
+        self.rebalance: sim.SimRebalance | None = None
+        #: The fake clock's unix time, kept current by the scripted source (mutations other than drain get no `now`).
+        self.clock = 0.0
         self.recompute()
 
     # Views
@@ -113,7 +120,8 @@ class PoolModel:
         }
         self.servers.append(server)
         self.recompute()
-        return copy.deepcopy(server), [_op("add", name, True, address)]
+        events = [_op("add", name, True, address), *self._interrupt(CHANGED, self.clock)]
+        return copy.deepcopy(server), events
 
     def drain(self, name: str, deadline_s: float | None, now: float, force: bool = False) -> tuple[JSON, list[JSON]]:
         """Start draining: remember when and how many connections were open."""
@@ -171,7 +179,8 @@ class PoolModel:
         self.servers.remove(server)
         self.details.pop(name, None)
         self.recompute()
-        return {"removed": name}, [_op("remove", name, True, "forced" if force else None)]
+        events = [_op("remove", name, True, "forced" if force else None), *self._interrupt(CHANGED, self.clock)]
+        return {"removed": name}, events
 
     def close_connection(self, conn_id: int) -> tuple[JSON, list[JSON]]:
         """Close one connection listed in a server's detail."""
@@ -186,11 +195,82 @@ class PoolModel:
                     return {"closed": conn_id}, [_op("close", name, True, f"connection {conn_id}")]
         raise ControlError(404, "not_found", f"no connection {conn_id}")
 
+    # Impact previews and rebalance (tui.sim_rebalance answers with the engine's planner)
+
+    def preview(self, action: str, name: str, weight: int | None, force: bool = False) -> JSON:
+        """`?dry_run=true`: the engine's refusals first, then what the action would move."""
+        server = self.find(name)
+        if action == "drain" and server["admin"] == "disabled":
+            raise ControlError(409, "conflict", f"{name} is disabled; enable it before draining")
+        if action == "weight":
+            _check_weight(weight if weight is not None else -1)
+        if action != "weight" or weight == 0:
+            what = f"weight 0 on {name}" if action == "weight" else f"{action} {name}"
+            self._refuse_if_last(server, what, force)
+        return sim.preview(self.servers, self.details, action, name, weight)
+
+    def rebalance_plan(self, now: float) -> JSON:
+        """`POST /v1/rebalance?dry_run=true`."""
+        return sim.dry_run(self.servers, self.details, self._policy(), now)
+
+    def start_rebalance(self, rate: float | None, now: float) -> tuple[JSON, list[JSON]]:
+        """Start moving the clients on the wrong server; done at once when there are none."""
+        sim.refuse_start(self.rebalance, self.servers)
+        first = sim.make_plan(self.servers, self.details, self._policy(), now)
+        eligible = [s for s in self.servers if _eligible(s)]
+        clients = {client_key(c.get("client")) for s in eligible for c in sim.connections(self.details, s["name"])}
+        self.rebalance = sim.SimRebalance(first, rate, len(clients), len(eligible), now)
+        events = [_op("rebalance", None, True, self.rebalance.state["reason"])]
+        if not first.moves:
+            events.append(self.rebalance.end("done", "balanced: no client is on the wrong server", now))
+        self.status["rebalance"] = copy.deepcopy(self.rebalance.state)
+        return {"rebalance": copy.deepcopy(self.rebalance.state)}, events
+
+    def stop_rebalance(self, now: float) -> tuple[JSON, list[JSON]]:
+        """`DELETE /v1/rebalance`."""
+        events = self._interrupt("stopped by operator", now)
+        return {"rebalance": copy.deepcopy(self.status.get("rebalance"))}, events
+
+    def _policy(self) -> str:
+        return str(self.status.get("engine", {}).get("balance", "round_robin"))
+
+    def _interrupt(self, reason: str, now: float) -> list[JSON]:
+        """A running rebalance stops (the engine stops it when any server changes state or weight)."""
+        if self.rebalance is None or not self.rebalance.running:
+            return []
+        event = self.rebalance.end("stopped", reason, now)
+        self.status["rebalance"] = copy.deepcopy(self.rebalance.state)
+        return [event]
+
+    def _move_clients(self, now: float) -> list[JSON]:
+        """Move the clients due by `now`: their connections leave the source and reopen on the target."""
+        current = self.rebalance
+        if current is None or not current.running:
+            return []
+        state = current.state
+        for move in current.plan.moves[state["moved_clients"] : current.due(now)]:
+            ids = set(move.conn_ids)
+            source = sim.connections(self.details, move.source)
+            moving = [c for c in source if c["id"] in ids]
+            self.details[move.source]["connections"] = [c for c in source if c["id"] not in ids]
+            target = self.details.setdefault(move.target, {"name": move.target, "connections": []})
+            target.setdefault("connections", []).extend({**c, "started": now, "age_s": 0.0} for c in moving)
+            self.find(move.source)["active"] -= len(moving)
+            self.find(move.target)["active"] += len(moving)
+            state["moved_clients"] += 1
+            state["moved_connections"] += len(moving)
+            state["left_clients"] -= 1
+        events = []
+        if state["moved_clients"] >= current.plan.clients:
+            events.append(current.end("done", "balanced: every client is where the balancer places it", now))
+        self.status["rebalance"] = copy.deepcopy(state)
+        return events
+
     # Simulation on the fake clock
 
     def tick(self, now: float, dt: float) -> list[JSON]:
-        """Advance fake time: drains empty, new servers pass their rise checks."""
-        events: list[JSON] = []
+        """Advance fake time: drains empty, new servers pass their rise checks, a rebalance moves clients."""
+        events: list[JSON] = self._move_clients(now)
         for server in self.servers:
             drain = server.get("drain")
             if drain and server["active"] > 0:
@@ -210,6 +290,7 @@ class PoolModel:
                     health.update(status="up", rise_count=0, last_change=now)
                     self.recompute()
                     events.append(_state(server["name"], old, server["state"], "checks passed"))
+                    events += self._interrupt(CHANGED, now)
         self.recompute()
         return events
 
@@ -228,13 +309,11 @@ class PoolModel:
         events = [_op(action, server["name"], True, None)]
         if server["state"] != old:
             events.append(_state(server["name"], old, server["state"], why))
+        events += self._interrupt(CHANGED, self.clock)
         return copy.deepcopy(server), events
 
 
-def _eligible(server: JSON) -> bool:
-    return bool(
-        server.get("admin", "active") == "active" and server["health"]["status"] == "up" and int(server["weight"]) > 0
-    )
+_eligible = sim.eligible
 
 
 def _check_weight(weight: int) -> None:
@@ -242,7 +321,7 @@ def _check_weight(weight: int) -> None:
         raise ControlError(400, "bad_weight", f"weight must be 0..{MAX_WEIGHT}")
 
 
-def _op(action: str, server: str, ok: bool, detail: str | None) -> JSON:
+def _op(action: str, server: str | None, ok: bool, detail: str | None) -> JSON:
     return {"type": "operator", "action": action, "server": server, "ok": ok, "detail": detail}
 
 

@@ -6,21 +6,23 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from proxy_core.client import ControlError, ControlUnavailable
+from tui.impact import plural, preview_text
 from tui.modals.add import AddServerModal
 from tui.modals.confirm import ConfirmModal
 from tui.modals.drain import DrainModal, DrainRequest
+from tui.modals.preview import PreviewModal, can_force
+from tui.modals.rebalance import RebalanceModal, RebalanceRequest
 from tui.modals.weight import WeightModal
 from tui.source import DataSource
+from tui.widgets.events_pane import POOL_TARGET as POOL
 
 if TYPE_CHECKING:
     from tui.app import DashboardApp
 
 JSON = dict[str, Any]
+OkText = str | Callable[[JSON], str]
 
-
-def can_force(exc: ControlError) -> bool:
-    """Only the "would leave no eligible server" refusal can be overridden; a duplicate cannot."""
-    return "force" in exc.message or "no eligible server" in exc.message
+__all__ = ["Operations", "can_force"]
 
 
 class Operations:
@@ -39,14 +41,14 @@ class Operations:
         action: str,
         target: str,
         call: Callable[[], Awaitable[JSON]],
-        ok_text: str,
+        ok_text: OkText,
         on_error: Callable[[ControlError], bool] | None = None,
     ) -> None:
         """Run `call` in a worker so input never blocks; report the outcome either way."""
 
         async def job() -> None:
             try:
-                await call()
+                answer = await call()
             except ControlError as exc:
                 if on_error is not None and on_error(exc):
                     return
@@ -54,7 +56,7 @@ class Operations:
             except ControlUnavailable as exc:
                 self.report(action, target, f"engine unreachable: {exc}", ok=False)
             else:
-                self.report(action, target, ok_text, ok=True)
+                self.report(action, target, ok_text if isinstance(ok_text, str) else ok_text(answer), ok=True)
 
         self.app.run_worker(job(), group="operations")
 
@@ -97,10 +99,10 @@ class Operations:
         text = ok_text + (" (forced)" if force else "")
         self._run(action, name, lambda: call(force), text, refused)
 
-    def drain(self, name: str, deadline_s: float | None = None) -> None:
+    def drain(self, name: str, deadline_s: float | None = None, force: bool = False) -> None:
         """Drain now; the row shows the count falling."""
         text = "draining" + (f", deadline {deadline_s:.0f}s" if deadline_s else "")
-        self._forceable("drain", name, lambda f: self.source.drain(name, deadline_s, f), text)
+        self._forceable("drain", name, lambda f: self.source.drain(name, deadline_s, f), text, force)
 
     def simple(self, action: str, name: str) -> None:
         """undrain, disable or enable."""
@@ -111,13 +113,22 @@ class Operations:
         done = {"undrain": "taking connections again", "enable": "enabled"}
         self._run(action, name, lambda: calls[action](name), done[action])
 
-    def set_weight(self, name: str, weight: int) -> None:
+    def set_weight(self, name: str, weight: int, force: bool = False) -> None:
         """Absolute weight."""
-        self._forceable("weight", name, lambda f: self.source.set_weight(name, weight, f), f"weight {weight}")
+        call = lambda f: self.source.set_weight(name, weight, f)  # noqa: E731
+        self._forceable("weight", name, call, f"weight {weight}", force)
 
-    def remove(self, name: str) -> None:
+    def remove(self, name: str, force: bool = False) -> None:
         """Remove; on the engine's 409 explain why and offer force."""
-        self._forceable("remove", name, lambda f: self.source.remove(name, f), "removed")
+        self._forceable("remove", name, lambda f: self.source.remove(name, f), "removed", force)
+
+    def start_rebalance(self, rate: float | None = None) -> None:
+        """Start moving the clients that are on the wrong server; the line above the table shows progress."""
+        self._run("rebalance", POOL, lambda: self.source.rebalance(rate), _rebalance_text)
+
+    def stop_rebalance(self) -> None:
+        """Stop moving clients (those moved stay where they are)."""
+        self._run("stop rebalance", POOL, self.source.stop_rebalance, _rebalance_text)
 
     # Actions that ask first
 
@@ -139,38 +150,103 @@ class Operations:
         self.report("add", name, f"added {address} weight {weight}", ok=True)
         return server
 
+    def _render_impact(self, answer: JSON) -> str:
+        return preview_text(answer, self.app.servers())
+
+    def _ask_with_preview(
+        self,
+        action: str,
+        name: str,
+        body: str,
+        confirm: str,
+        then: Callable[[bool], None],
+        danger: bool = False,
+    ) -> None:
+        """A confirmation showing the engine's dry run of `action` on `name`; `then(force)` on confirm."""
+        modal = PreviewModal(
+            f"{confirm} {name}",
+            body,
+            action=action,
+            fetch=lambda: self.source.preview(action, name),
+            render=self._render_impact,
+            confirm=confirm,
+            danger=danger,
+        )
+        self.app.push_screen(modal, lambda yes: then(modal.forced) if yes else None)
+
+    def ask_drain_now(self, name: str) -> None:
+        """Drain without a deadline: one key, the impact, Enter (drain is undone with undrain)."""
+        server = self.app.server_by_name(name) or {}
+        active = int(server.get("active") or 0)
+        body = (
+            f"No new connections go to {name} ({server.get('address', '?')}); its "
+            f"{plural(active, 'open connection')} finish on their own. Undrain with u."
+        )
+        self._ask_with_preview("drain", name, body, "Drain", lambda force: self.drain(name, None, force))
+
+    def ask_disable(self, name: str) -> None:
+        """Maintenance, after the impact: like drain, reversible (enable), so Enter confirms."""
+        server = self.app.server_by_name(name) or {}
+        body = (
+            f"Put {name} ({server.get('address', '?')}) in maintenance: it takes no new connections "
+            "and its health checks go on. Enable with e."
+        )
+        self._ask_with_preview("disable", name, body, "Disable", lambda force: self._disable(name, force))
+
+    def _disable(self, name: str, force: bool) -> None:
+        self._forceable("disable", name, lambda f: self.source.disable(name, f), "disabled", force)
+
     def ask_drain(self, name: str) -> None:
-        """Drain with an optional deadline."""
+        """Drain with an optional deadline, and the impact."""
         server = self.app.server_by_name(name) or {}
 
         def done(request: DrainRequest | None) -> None:
             if request is not None:
-                self.drain(name, request.deadline_s)
+                self.drain(name, request.deadline_s, request.force)
 
-        self.app.push_screen(DrainModal(name, int(server.get("active") or 0)), done)
+        modal = DrainModal(
+            name, int(server.get("active") or 0), lambda: self.source.preview("drain", name), self._render_impact
+        )
+        self.app.push_screen(modal, done)
 
     def ask_weight(self, name: str) -> None:
-        """Weight modal with the share preview."""
+        """Weight modal with the share preview and the engine's dry run of each value typed."""
+        modal = WeightModal(
+            name,
+            self.app.servers(),
+            lambda weight: self.source.preview("weight", name, weight),
+            self._render_impact,
+        )
 
         def done(weight: int | None) -> None:
             if weight is not None:
-                self.set_weight(name, weight)
+                self.set_weight(name, weight, modal.forced)
 
-        self.app.push_screen(WeightModal(name, self.app.servers()), done)
+        self.app.push_screen(modal, done)
 
     def ask_remove(self, name: str) -> None:
-        """Confirm naming the address and the live connections."""
+        """Confirm naming the address, the live connections and the impact; Cancel has the focus."""
         server = self.app.server_by_name(name) or {}
         active = int(server.get("active") or 0)
         advice = " Drain it first to let them finish." if active and not server.get("drain") else ""
         body = (
             f"Remove {name} ({server.get('address', '?')}, {server.get('state', '?')})?\n"
-            f"It has {active} live connection{'s' if active != 1 else ''}.{advice}"
+            f"It has {plural(active, 'live connection')}.{advice}"
         )
-        self.app.push_screen(
-            ConfirmModal(f"Remove {name}", body, confirm="Remove"),
-            lambda yes: self.remove(name) if yes else None,
-        )
+        self._ask_with_preview("remove", name, body, "Remove", lambda force: self.remove(name, force), danger=True)
+
+    def ask_rebalance(self) -> None:
+        """The engine's dry-run plan, then start; a rebalance already running is pointed at, not doubled."""
+        current = self.app.status.get("rebalance") or {}
+        if current.get("state") == "running":
+            self.app.notify("A rebalance is running: B stops it", severity="warning")
+            return
+
+        def done(request: RebalanceRequest | None) -> None:
+            if request is not None:
+                self.start_rebalance(request.rate)
+
+        self.app.push_screen(RebalanceModal(self.app.servers(), lambda: self.source.rebalance(dry_run=True)), done)
 
     def ask_close(self, conn_id: int, server: str, client: str) -> None:
         """Confirm closing one client connection."""
@@ -190,3 +266,12 @@ class Operations:
             lambda: self.source.close_connection(conn_id),
             f"closed (was on {server})",
         )
+
+
+def _rebalance_text(answer: JSON) -> str:
+    """The engine's own words on a rebalance it started or stopped."""
+    current: JSON = answer.get("rebalance") or {}
+    if current.get("state") == "running":
+        return str(current.get("reason") or "started")
+    moved = int(current.get("moved_clients") or 0)
+    return f"{current.get('state', 'no rebalance')}: {current.get('reason', '')}; moved {plural(moved, 'client')}"

@@ -95,6 +95,18 @@ class DataSource(ABC):
     async def close_connection(self, conn_id: int) -> JSON:
         """Close one client connection."""
 
+    @abstractmethod
+    async def preview(self, action: str, name: str, weight: int | None = None) -> JSON:
+        """What drain, disable, weight or remove would move (`?dry_run=true`); the same 409 as the real call."""
+
+    @abstractmethod
+    async def rebalance(self, rate: float | None = None, dry_run: bool = False) -> JSON:
+        """Move the clients on the wrong server now, at most `rate` a second (`dry_run`: the plan only)."""
+
+    @abstractmethod
+    async def stop_rebalance(self) -> JSON:
+        """Stop a running rebalance."""
+
 
 class LiveSource(DataSource):
     """Polls a running engine and follows its event stream; survives the engine going away."""
@@ -258,6 +270,17 @@ class LiveSource(DataSource):
     async def close_connection(self, conn_id: int) -> JSON:
         return await self._changed(self.client.close_connection(conn_id))
 
+    async def preview(self, action: str, name: str, weight: int | None = None) -> JSON:
+        return await self.client.preview(action, name, weight)
+
+    async def rebalance(self, rate: float | None = None, dry_run: bool = False) -> JSON:
+        if dry_run:
+            return await self.client.rebalance(rate, dry_run=True)
+        return await self._changed(self.client.rebalance(rate))
+
+    async def stop_rebalance(self) -> JSON:
+        return await self._changed(self.client.stop_rebalance())
+
 
 class ScriptedSource(DataSource):
     """Replays a JSONL script on a fake clock that moves only when told, so screenshots never flap.
@@ -344,6 +367,7 @@ class ScriptedSource(DataSource):
         if status is not None:
             details = self.model.details
             self.model = PoolModel(status, details)
+        self.model.clock = self.now()
         if dt and self.diverged:
             events += [self._stamp(e) for e in self.model.tick(self.now(), dt)]
         if status is not None or dt or not self.frames:
@@ -392,3 +416,14 @@ class ScriptedSource(DataSource):
 
     async def close_connection(self, conn_id: int) -> JSON:
         return self._publish(self.model.close_connection(conn_id))
+
+    async def preview(self, action: str, name: str, weight: int | None = None) -> JSON:
+        return self.model.preview(action, name, weight)
+
+    async def rebalance(self, rate: float | None = None, dry_run: bool = False) -> JSON:
+        if dry_run:
+            return self.model.rebalance_plan(self.now())
+        return self._publish(self.model.start_rebalance(rate, self.now()))
+
+    async def stop_rebalance(self) -> JSON:
+        return self._publish(self.model.stop_rebalance(self.now()))

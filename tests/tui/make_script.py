@@ -15,6 +15,7 @@ START = 1764160000.0
 SECONDS = 60
 OUT = Path(__file__).parent / "data" / "synthetic.jsonl"
 LISTENER = "127.0.0.1:8000"
+CLIENTS = 40  # distinct client addresses: previews and rebalance plans count clients, not connections
 CHECK = {"type": "websocket", "path": "/ws", "interval_ms": 1000, "rise": 2, "fall": 3}
 
 
@@ -112,7 +113,8 @@ def make() -> list[JSON]:
         for k in range(rng.randint(1, 4)):
             ts = now + k * 0.2
             conn_id += 1
-            client = f"127.0.0.1:{40000 + conn_id * 7 % 20000}"
+            # Each client from its own loopback address (as a browser fleet would be), some with two connections.
+            client = f"127.0.0.{10 + conn_id % CLIENTS}:{40000 + conn_id * 7 % 20000}"
             roll = rng.random()
             if roll < 0.08:
                 frames.append(

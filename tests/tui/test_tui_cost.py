@@ -44,6 +44,8 @@ async def test_footer_refreshed_only_when_a_key_changes(app: DashboardApp) -> No
         assert len(calls) == before
         assert "drain" in footer_actions(app) and "undrain" not in footer_actions(app)
         await pilot.press("d")
+        await pilot.pause()
+        await pilot.press("enter")
         await wait_until(pilot, lambda: "undrain" in footer_actions(app), "Undrain in the footer")
         assert "drain" not in footer_actions(app)
         assert len(calls) > before
@@ -58,7 +60,9 @@ async def test_footer_follows_the_cursor_between_servers_in_different_states(app
     async with app.run_test(size=SIZE) as pilot:
         app.main_screen.backends.select("b1")
         await pilot.pause()
-        await pilot.press("x")  # disable b1: Enable replaces Disable for it, not for b2
+        await pilot.press("x")  # disable b1 (Enter confirms): Enable replaces Disable for it, not for b2
+        await pilot.pause()
+        await pilot.press("enter")
         await wait_until(pilot, lambda: "enable" in footer_actions(app), "Enable for the disabled b1")
         app.main_screen.backends.select("b2")
         await wait_until(pilot, lambda: "disable" in footer_actions(app), "Disable for b2")

@@ -56,6 +56,12 @@ async def stack() -> AsyncIterator[Stack]:
         launcher.cleanup()
 
 
+def preview_text(app: DashboardApp) -> str:
+    """The impact preview of the open confirmation ("" when none is open)."""
+    found = app.screen.query("#impact")
+    return str(found.first().content) if found else ""  # type: ignore[attr-defined]
+
+
 def live_app(stack: Stack) -> DashboardApp:
     """A dashboard attached to the stack's engine."""
     source = LiveSource(ControlClient(uds=stack.launcher.control_path))
@@ -101,6 +107,8 @@ async def test_live_add_drain_undrain_weight(stack: Stack) -> None:
             )
             app.main_screen.backends.select("b1")
             await pilot.press("d")
+            await wait_until(pilot, lambda: "Moves 2 live connections" in preview_text(app), "the drain's impact")
+            await pilot.press("enter")
             await wait_until(pilot, lambda: cell(app, "b1", "state").startswith("draining"), "drain")
             assert cell(app, "b1", "active") == "2/2"
             for ws in clients:
@@ -126,7 +134,7 @@ async def test_live_add_drain_undrain_weight(stack: Stack) -> None:
 
 
 async def test_live_remove_with_confirmation_and_force(stack: Stack) -> None:
-    """Remove b2 after confirming; removing the last eligible b1 is refused (409) until forced."""
+    """Remove b2 after confirming; removing the last eligible b1 is refused by the dry run (409) until forced."""
     app = live_app(stack)
     async with app.run_test(size=SIZE) as pilot:
         await wait_until(pilot, lambda: cell(app, "b2", "state") == "up", "b2 up")
@@ -139,13 +147,12 @@ async def test_live_remove_with_confirmation_and_force(stack: Stack) -> None:
 
         app.main_screen.backends.select("b1")
         await pilot.press("r")
-        await pilot.click("#confirm")
         await wait_until(
             pilot,
             lambda: isinstance(app.screen, ConfirmModal) and "Force" in str(app.screen.confirm_label),
-            "the 409 refusal offering force",
+            "the dry run's 409 refusal offering force",
         )
-        assert "no eligible server" in app.screen.body  # type: ignore[attr-defined]
+        assert "no eligible server" in preview_text(app)
         assert cell(app, "b1", "state") == "up"
         await pilot.pause(0.3)
         await pilot.click("#confirm")

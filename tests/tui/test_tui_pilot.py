@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from textual.widgets import Input, Label, Log, Static
-from tui_support import SIZE, make_app
+from tui_support import SIZE, make_app, wait_until
 
 from tui.app import DashboardApp
 from tui.modals.add import AddServerModal
@@ -23,6 +25,11 @@ def table(app: DashboardApp) -> BackendsTable:
 def cell(app: DashboardApp, name: str, column: str) -> str:
     """Plain text of one cell, by server name and column key."""
     return str(table(app).get_cell(name, column).plain)
+
+
+def impact_text(app: DashboardApp) -> str:
+    """The impact preview (or rebalance plan) of the open dialog."""
+    return str(app.screen.query_one(".impact", Static).content)
 
 
 def events_text(app: DashboardApp) -> str:
@@ -99,10 +106,12 @@ async def test_add_form_shows_engine_refusal_and_stays_open(app: DashboardApp) -
 
 
 async def test_drain_shows_state_and_falling_count(app: DashboardApp) -> None:
-    """`d` drains the selected server; the row counts down and says when it is safe to restart."""
+    """`d` then Enter drains the selected server; the row counts down and says when it is safe to restart."""
     async with app.run_test(size=SIZE) as pilot:
         table(app).select("b2")
         await pilot.press("d")
+        await pilot.pause()
+        await pilot.press("enter")
         await pilot.pause()
         assert cell(app, "b2", "state").startswith("draining")
         assert cell(app, "b2", "active") == "20/20"
@@ -123,6 +132,8 @@ async def test_undrain_after_drain(app: DashboardApp) -> None:
     async with app.run_test(size=SIZE) as pilot:
         table(app).select("b1")
         await pilot.press("d")
+        await pilot.pause()
+        await pilot.press("enter")
         await pilot.pause()
         await pilot.press("u")
         await pilot.pause()
@@ -172,24 +183,45 @@ async def test_remove_cancel_keeps_server(app: DashboardApp) -> None:
 
 
 async def test_remove_refused_409_offers_force(app: DashboardApp) -> None:
-    """Removing the last eligible server shows the engine's reason and offers force."""
+    """Removing the last eligible server: the dry run's refusal is shown in the confirmation, which offers force."""
     async with app.run_test(size=SIZE) as pilot:
         await scripted(app).disable("b2")
         await scripted(app).disable("b3")
         await pilot.pause()
         table(app).select("b1")
         await pilot.press("r")
-        await pilot.click("#confirm")
-        await pilot.pause()
-        assert isinstance(app.screen, ConfirmModal)
-        body = str(app.screen.query_one(".dialog-body", Static).content)
-        assert "would leave no eligible server" in body
+        await wait_until(pilot, lambda: "Force" in str(getattr(app.screen, "confirm_label", "")), "force offer")
+        assert "The engine refuses: remove b1 would leave no eligible server" in impact_text(app)
+        assert app.focused is not None and app.focused.id == "cancel"
         assert "b1" in table(app)._cells
         await pilot.pause(0.3)
         await pilot.click("#confirm")
         await pilot.pause()
         assert "b1" not in table(app)._cells
         assert "remove b1 → removed (forced)" in events_text(app)
+
+
+async def test_confirm_before_preview_still_offers_force(app: DashboardApp) -> None:
+    """Confirming before the dry run answers sends the real call; its 409 still opens the force offer."""
+    never = asyncio.Event()
+
+    async def slow_preview(action: str, name: str, weight: int | None = None) -> dict[str, object]:
+        await never.wait()
+        return {}
+
+    async with app.run_test(size=SIZE) as pilot:
+        await scripted(app).disable("b2")
+        await scripted(app).disable("b3")
+        scripted(app).preview = slow_preview  # type: ignore[method-assign]
+        await pilot.pause()
+        table(app).select("b1")
+        await pilot.press("r")
+        await pilot.pause()
+        assert impact_text(app) == "Asking the engine what this would move…"
+        await pilot.click("#confirm")
+        await pilot.pause()
+        assert isinstance(app.screen, ConfirmModal) and app.screen.confirm_label == "Force remove"
+        assert "would leave no eligible server" in app.screen.body
         assert "remove b1 → refused: remove b1 would leave no eligible server" in events_text(app)
 
 
@@ -235,17 +267,17 @@ async def test_read_only_hides_mutations() -> None:
     app = make_app(read_only=True)
     async with app.run_test(size=SIZE) as pilot:
         table(app).select("b2")
-        await pilot.press("d", "a", "r", "w")
+        await pilot.press("d", "a", "r", "w", "x", "b")
         await pilot.pause()
         assert cell(app, "b2", "state") == "up"
         assert app.screen is app.main_screen
         shown = {b.binding.action for b in app.screen.active_bindings.values()}
-        assert not shown & {"drain", "add_server", "remove", "weight", "disable"}
+        assert not shown & {"drain", "add_server", "remove", "weight", "disable", "rebalance", "stop_rebalance"}
         assert "request_quit" in shown
         from tui.commands import entries
 
         titles = [title for title, _, _ in entries(app)]
-        assert "details b2" in titles and not any(t.startswith("drain") for t in titles)
+        assert "details b2" in titles and not any(t.startswith(("drain", "rebalance")) for t in titles)
 
 
 async def test_quit_dialog_on_q_and_ctrl_q() -> None:

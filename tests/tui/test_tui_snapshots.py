@@ -44,6 +44,8 @@ def test_drain_in_progress(snap_compare: Any) -> None:
         app.main_screen.backends.select("b2")
         await pilot.press("d")
         await pilot.pause()
+        await pilot.press("enter")
+        await pilot.pause()
         assert isinstance(app.source, ScriptedSource)
         app.source.advance(3.0)
         await pilot.pause()

@@ -25,6 +25,8 @@ class ConfirmModal(ModalScreen[bool]):
         with Vertical(classes="dialog"):
             yield Label(self.title_text, classes="dialog-title")
             yield Static(self.body, classes="dialog-body", markup=False)
+            if (extra := self.extra()) is not None:
+                yield extra
             with Horizontal(classes="dialog-buttons"):
                 yield Button(
                     self.confirm_label,
@@ -33,9 +35,14 @@ class ConfirmModal(ModalScreen[bool]):
                 )
                 yield Button("Cancel", id="cancel")
 
+    def extra(self) -> Static | None:
+        """A widget under the body (the impact preview of PreviewModal); none here."""
+        return None
+
     def on_mount(self) -> None:
-        # Focus Cancel: a stray Enter must not remove a server.
-        self.query_one("#cancel", Button).focus()
+        # Focus Cancel when dangerous: a stray Enter must not remove a server. A reversible action (drain,
+        # disable) is one key + Enter, as in hatop.
+        self.query_one("#cancel" if self.danger else "#confirm", Button).focus()
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         self.dismiss(event.button.id == "confirm")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from textual import on
@@ -13,9 +14,12 @@ from textual.validation import Integer
 from textual.widgets import Button, Input, Label
 
 from tui import format as fmt
+from tui.modals.preview import ImpactPreview
 from tui.model import MAX_WEIGHT
 
 JSON = dict[str, Any]
+# The engine's dry run of a weight: `fetch(weight)`; its answer in words: `render(answer)`.
+WeightFetch = Callable[[int], Awaitable[JSON]]
 
 
 def share_preview(servers: list[JSON], name: str, weight: int | None) -> str:
@@ -39,10 +43,18 @@ class WeightModal(ModalScreen[int | None]):
 
     BINDINGS = [Binding("escape", "cancel", "Cancel", id="weight-cancel")]
 
-    def __init__(self, name: str, servers: list[JSON]) -> None:
+    def __init__(
+        self,
+        name: str,
+        servers: list[JSON],
+        fetch: WeightFetch | None = None,
+        render: Callable[[JSON], str] | None = None,
+    ) -> None:
         super().__init__(classes="modal")
         self.server_name = name
         self.servers = servers
+        self.fetch, self.describe = fetch, render
+        self.impact = ImpactPreview(id="impact")
         current = next((s for s in servers if s.get("name") == name), {})
         self.current = int(current.get("weight") or 0)
 
@@ -57,12 +69,37 @@ class WeightModal(ModalScreen[int | None]):
                 validators=[Integer(minimum=0, maximum=MAX_WEIGHT)],
             )
             yield Label(share_preview(self.servers, self.server_name, self.current), id="share")
+            if self.fetch is not None:
+                yield self.impact
             with Horizontal(classes="dialog-buttons"):
                 yield Button("Apply", id="apply", variant="primary")
                 yield Button("Cancel", id="cancel")
 
     def on_mount(self) -> None:
         self.query_one("#weight", Input).focus()
+        self._preview(self.current)
+
+    @property
+    def forced(self) -> bool:
+        """The engine's dry run refused this weight (0 on the last eligible server); Apply now forces it."""
+        return self.impact.refusal is not None
+
+    def _preview(self, weight: int) -> None:
+        """Ask the engine's dry run about this weight; a newer value cancels the older question."""
+        fetch, render = self.fetch, self.describe
+        if fetch is None or render is None:
+            return
+        self.impact.refusal = None  # a refusal of the previous value must not force this one
+        button = self.query_one("#apply", Button)
+        button.label, button.variant = "Apply", "primary"
+
+        async def load() -> None:
+            await self.impact.load(lambda: fetch(weight), render)
+            forced = self.impact.refusal is not None
+            button.label = f"Force weight {weight}" if forced else "Apply"
+            button.variant = "error" if forced else "primary"
+
+        self.run_worker(load(), exclusive=True, group="preview")
 
     def _value(self) -> int | None:
         field = self.query_one("#weight", Input)
@@ -79,6 +116,7 @@ class WeightModal(ModalScreen[int | None]):
             label.update(f"weight must be 0-{MAX_WEIGHT}")
         else:
             label.update(share_preview(self.servers, self.server_name, value))
+            self._preview(value)
 
     @on(Input.Submitted)
     def _submitted(self) -> None:

@@ -26,8 +26,12 @@ MUTATIONS = frozenset(
         "weight",
         "remove",
         "close_connection",
+        "rebalance",
+        "stop_rebalance",
     }
 )
+# Mutations of the whole pool, not of the selected server.
+POOL_ACTIONS = frozenset({"add_server", "close_connection", "rebalance", "stop_rebalance"})
 
 SERVER_BINDINGS: list[BindingType] = [
     Binding("a", "add_server", "Add", id="add-server", tooltip="Add an upstream server"),
@@ -78,7 +82,9 @@ class ServerActionsScreen(Screen[None]):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action in MUTATIONS and self.dashboard.read_only:
             return False
-        if action in MUTATIONS - {"add_server", "close_connection"}:
+        if action == "stop_rebalance":
+            return bool((self.dashboard.status.get("rebalance") or {}).get("state") == "running")
+        if action in MUTATIONS - POOL_ACTIONS:
             server = self.dashboard.server_by_name(self.selected_server())
             if server is None:
                 return None
@@ -104,7 +110,7 @@ class ServerActionsScreen(Screen[None]):
 
     def action_drain(self) -> None:
         if name := self._target():
-            self.dashboard.ops.drain(name)
+            self.dashboard.ops.ask_drain_now(name)
 
     def action_drain_deadline(self) -> None:
         if name := self._target():
@@ -116,7 +122,7 @@ class ServerActionsScreen(Screen[None]):
 
     def action_disable(self) -> None:
         if name := self._target():
-            self.dashboard.ops.simple("disable", name)
+            self.dashboard.ops.ask_disable(name)
 
     def action_enable(self) -> None:
         if name := self._target():
@@ -129,3 +135,9 @@ class ServerActionsScreen(Screen[None]):
     def action_remove(self) -> None:
         if name := self._target():
             self.dashboard.ops.ask_remove(name)
+
+    def action_rebalance(self) -> None:
+        self.dashboard.ops.ask_rebalance()
+
+    def action_stop_rebalance(self) -> None:
+        self.dashboard.ops.stop_rebalance()

@@ -15,6 +15,7 @@ from tui.widgets.backends import BackendsTable
 from tui.widgets.events_pane import EventsPane
 from tui.widgets.graphs import Graphs
 from tui.widgets.handshake_log import HandshakeLog
+from tui.widgets.rebalance_bar import RebalanceBar
 from tui.widgets.status_bar import StatusBar
 
 JSON = dict[str, Any]
@@ -25,6 +26,8 @@ class MainScreen(ServerActionsScreen):
 
     BINDINGS = [
         *SERVER_BINDINGS,
+        Binding("b", "rebalance", "Rebalance", id="rebalance", tooltip="Move clients on the wrong server (plan first)"),
+        Binding("B", "stop_rebalance", "Stop rebalance", id="stop-rebalance"),
         Binding("enter", "details", "Details", id="server-details"),
         Binding("slash", "filter", "Filter", id="filter"),
         Binding("s", "sort", "Sort", id="sort"),
@@ -38,6 +41,7 @@ class MainScreen(ServerActionsScreen):
         super().__init__()
         # Kept as attributes (not queried) so late messages during shutdown find them still.
         self.status_bar = StatusBar(id="status-bar")
+        self.rebalance_bar = RebalanceBar(id="rebalance-bar")
         self.backends = BackendsTable(id="backends")
         self.graphs = Graphs(id="graphs")
         self.events_pane = EventsPane(id="events")
@@ -45,6 +49,7 @@ class MainScreen(ServerActionsScreen):
 
     def compose(self) -> ComposeResult:
         yield self.status_bar
+        yield self.rebalance_bar
         yield self.backends
         with Horizontal(id="middle"):
             yield self.graphs
@@ -64,6 +69,7 @@ class MainScreen(ServerActionsScreen):
     def apply_snapshot(self, status: JSON, now: float) -> None:
         """Show a fresh `/v1/status`."""
         self.status_bar.set_status(status)
+        self.rebalance_bar.set_rebalance(status.get("rebalance"), now)
         self.backends.update_servers(list(status.get("servers") or []), now)
         self.handshakes.set_engine_dropped(int((status.get("totals") or {}).get("dropped_events", 0)))
         self.refresh_bindings_if_changed()

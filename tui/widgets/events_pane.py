@@ -16,6 +16,8 @@ from tui.widgets.batch_log import BatchLog
 JSON = dict[str, Any]
 
 MAX_LINES = 2000
+# What the dashboard names as the target of a pool-wide action (rebalance); the engine's event has no server.
+POOL_TARGET = "pool"
 # An engine operator event within this many seconds of our own record of it is the same action.
 ECHO_WINDOW_S = 10.0
 
@@ -55,7 +57,7 @@ class EventsPane(Vertical):
 
     def _is_echo(self, event: JSON) -> bool:
         ts = float(event.get("ts") or 0.0)
-        key = (str(event.get("action")), str(event.get("server") or ""))
+        key = (str(event.get("action")), str(event.get("server") or POOL_TARGET))
         self._expected = [e for e in self._expected if abs(ts - e[2]) <= ECHO_WINDOW_S]
         for expected in self._expected:
             if (expected[0], expected[1]) == key and event.get("ok"):
