@@ -24,11 +24,14 @@ def moved_line(impact: JSON) -> str:
     if not conns:
         return "Moves no live connection."
     sources = impact.get("from") or {}
+    head = f"Moves {plural(conns, 'live connection')} of {plural(clients, 'distinct client')}"
+    if len(sources) == 1:
+        return f"{head} off {next(iter(sources))}."
     where = ", ".join(
         f"{name} {int(n.get('connections') or 0)} ({plural(int(n.get('clients') or 0), 'client')})"
         for name, n in sorted(sources.items())
     )
-    return f"Moves {plural(conns, 'live connection')} of {plural(clients, 'distinct client')}, from {where}."
+    return f"{head}, from {where}."
 
 
 def shares_line(impact: JSON, servers: list[JSON]) -> str:
@@ -41,9 +44,25 @@ def shares_line(impact: JSON, servers: list[JSON]) -> str:
         before = fmt.percent(now.get(name))
         if name not in after:
             parts.append(f"{name} {before} → gone")
+        elif (b := fmt.percent(after[name])) == before:
+            parts.append(f"{name} {b}")
         else:
-            parts.append(f"{name} {before} → {fmt.percent(after[name])}")
+            parts.append(f"{name} {before} → {b}")
     return "New connections: " + " · ".join(parts)
+
+
+def counts_line(plan: JSON, servers: list[JSON]) -> str:
+    """Each server's live connections now → once the plan's clients have reconnected where it sends them."""
+    after = {str(s.get("name")): int(s.get("active") or 0) for s in servers}
+    before = dict(after)
+    for move in plan.get("moves") or []:
+        n = int(move.get("connections") or 0)
+        after[str(move.get("from"))] = after.get(str(move.get("from")), 0) - n
+        after[str(move.get("to"))] = after.get(str(move.get("to")), 0) + n
+    parts = [
+        f"{name} {before.get(name, 0)}" + (f" → {n}" if n != before.get(name, 0) else "") for name, n in after.items()
+    ]
+    return "Connections: " + " · ".join(parts)
 
 
 def preview_text(answer: JSON, servers: list[JSON]) -> str:
@@ -65,7 +84,7 @@ def routes(plan: JSON) -> list[tuple[str, str, int, int]]:
 def rate_text(rate: float | None) -> str:
     """The rate a rebalance will run at (None: the engine picks its default)."""
     if rate is None:
-        return "the engine's default rate ([rebalance] rate, else a fifth of a server's clients a second)"
+        return "at the engine's default rate ([rebalance] rate, else a fifth of a server's clients a second)"
     return f"at most {rate:g} clients a second"
 
 
@@ -83,8 +102,8 @@ def plan_text(answer: JSON, servers: list[JSON], rate: float | None) -> str:
         lines.append("Nothing to move: every client is where the balancer places it.")
     else:
         lines.append(
-            f"Moves {plural(clients, 'client')} ({plural(conns, 'connection')}), all of a client's connections "
-            f"closed at once; each reconnects where the balancer places it, {rate_text(rate)}."
+            f"Moves {plural(clients, 'client')} ({plural(conns, 'connection')}), {rate_text(rate)}; "
+            "a client's connections close together."
         )
         all_routes = routes(plan)
         for source, target, n, c in all_routes[:MAX_ROUTES]:
@@ -93,6 +112,8 @@ def plan_text(answer: JSON, servers: list[JSON], rate: float | None) -> str:
             lines.append(f"  … and {len(all_routes) - MAX_ROUTES} more routes")
     if skipped:
         lines.append("Left alone: " + ", ".join(skipped) + ".")
+    if clients:
+        lines.append(counts_line(plan, servers))
     impact: JSON = answer.get("impact") or {}
     if impact.get("share_after"):
         lines.append(shares_line(impact, servers))

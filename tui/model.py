@@ -257,6 +257,7 @@ class PoolModel:
             target.setdefault("connections", []).extend({**c, "started": now, "age_s": 0.0} for c in moving)
             self.find(move.source)["active"] -= len(moving)
             self.find(move.target)["active"] += len(moving)
+            self.find(move.target)["total"] += len(moving)
             state["moved_clients"] += 1
             state["moved_connections"] += len(moving)
             state["left_clients"] -= 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -60,6 +61,18 @@ def preview_text(app: DashboardApp) -> str:
     """The impact preview of the open confirmation ("" when none is open)."""
     found = app.screen.query("#impact")
     return str(found.first().content) if found else ""  # type: ignore[attr-defined]
+
+
+def plan_text(app: DashboardApp) -> str:
+    """The rebalance dialog's plan ("" when it is not open)."""
+    found = app.screen.query("#plan")
+    return str(found.first().content) if found else ""  # type: ignore[attr-defined]
+
+
+def bar_text(app: DashboardApp) -> str:
+    """The rebalance line above the table ("" while hidden)."""
+    bar = app.main_screen.rebalance_bar
+    return str(bar.content) if bar.display else ""
 
 
 def live_app(stack: Stack) -> DashboardApp:
@@ -228,3 +241,43 @@ async def test_live_state_changes_show_at_once_with_slow_status_polls(stack: Sta
         async with ControlClient(uds=stack.launcher.control_path) as other:  # another operator, e.g. the CLI
             await other.drain("b1", force=True)
         await wait_until(pilot, lambda: cell(app, "b1", "state").startswith("drain"), "b1 draining or drained")
+
+
+async def test_live_rebalance_plan_start_and_progress() -> None:
+    """Against a real engine: b2 joins empty, `b` shows the engine's plan, Enter moves clients, the line says done."""
+    launcher = Launcher(Path(tempfile.mkdtemp(prefix="wsp-tui-")))
+    clients: list[ClientConnection] = []
+    try:
+        addresses = await start_backends(launcher, ["b1", "b2"])
+        config = launcher.workdir / "wsproxy.toml"
+        config.write_text("[rebalance]\nmin_age_s = 0.1\n", encoding="utf-8")  # the clients are seconds old
+        args = ["--config", str(config), "--listen", "127.0.0.1:0", *CHECK, *FAST_STOP]
+        launcher.start_engine([*args, "--backend", f"b1={addresses['b1']}"])
+        listen = listen_address(await launcher.wait_engine(unit(15)))
+        for i in range(6):  # six clients, each from its own loopback address, all on b1
+            ws = await connect(f"ws://{listen}/ws", open_timeout=unit(5), local_addr=(f"127.0.0.{20 + i}", 0))
+            clients.append(ws)
+        source = LiveSource(ControlClient(uds=launcher.control_path))
+        app = DashboardApp(source)
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_until(pilot, lambda: cell(app, "b1", "active") == "6", "six clients on b1")
+            await source.add("b2", addresses["b2"], 1)
+            await wait_until(pilot, lambda: cell(app, "b2", "state") == "up", "b2 up")
+            await pilot.press("b")
+            await wait_until(pilot, lambda: "Moves 2 clients" in plan_text(app), "the engine's plan", timeout=15)
+            assert "b1 → b2: 2 clients, 2 connections" in plan_text(app)
+            assert "Connections: b1 6 → 4 · b2 0 → 2" in plan_text(app)
+            await pilot.press("enter")
+            await wait_until(pilot, lambda: "rebalance done" in bar_text(app), "the rebalance to finish", timeout=15)
+            # The moved clients do not reconnect here, so the engine's later rounds (it re-plans) move more.
+            assert re.search(r"moved ([2-6])/\1 clients", bar_text(app)), bar_text(app)
+            assert int(cell(app, "b1", "active")) <= 4
+            assert "operator rebalance-done: ok" in events_text(app)
+    finally:
+        for ws in clients:
+            with contextlib.suppress(Exception):
+                await ws.close()
+        launcher.stop_all()
+        for child in launcher.children:  # shown by pytest only when the test failed
+            print(f"--- {child.name} (pid {child.pid}, exit {child.proc.returncode})\n{child.tail()}")
+        launcher.cleanup()

@@ -1,4 +1,4 @@
-"""Snapshot tests of the scripted, clock-free dashboard: main, add form, drain in progress, detail."""
+"""Snapshot tests of the scripted, clock-free dashboard: main, add form, drain, detail, previews, rebalance."""
 
 from __future__ import annotations
 
@@ -61,6 +61,58 @@ def test_detail_view(snap_compare: Any) -> None:
     async def run_before(pilot: Pilot[Any]) -> None:
         _app(pilot).main_screen.backends.select("b4")
         await pilot.press("enter")
+        await pilot.pause()
+        await pilot.pause()
+
+    assert snap_compare(make_app(), terminal_size=SIZE, run_before=run_before)
+
+
+async def _with_b5(pilot: Pilot[Any]) -> ScriptedSource:
+    """b5 added and up (the node a rolling restart left empty); notifications cleared."""
+    app = _app(pilot)
+    await pilot.pause()  # the main screen starts the source once mounted
+    assert isinstance(app.source, ScriptedSource) and app.servers()
+    await app.source.add("b5", "127.0.0.1:9005", 1)
+    app.source.advance(1.0)
+    app.source.advance(1.0)
+    await pilot.pause()
+    app.clear_notifications()
+    await pilot.pause()
+    return app.source
+
+
+def test_rebalance_confirmation(snap_compare: Any) -> None:
+    """`b` with b5 empty: the plan (5 clients, routes to b5, connections and shares after) before starting."""
+
+    async def run_before(pilot: Pilot[Any]) -> None:
+        await _with_b5(pilot)
+        await pilot.press("b")
+        await pilot.pause()
+        await pilot.pause()
+
+    assert snap_compare(make_app(), terminal_size=SIZE, run_before=run_before)
+
+
+def test_rebalance_in_progress(snap_compare: Any) -> None:
+    """A rebalance 1 s in at 2 clients/s: the line above the table says moved 2/5, 3 left, and B stops it."""
+
+    async def run_before(pilot: Pilot[Any]) -> None:
+        source = await _with_b5(pilot)
+        await source.rebalance(2.0)
+        source.advance(1.0)
+        await pilot.pause()
+        _app(pilot).clear_notifications()
+        await pilot.pause()
+
+    assert snap_compare(make_app(), terminal_size=SIZE, run_before=run_before)
+
+
+def test_drain_impact_preview(snap_compare: Any) -> None:
+    """`d` on b2: the confirmation with the connections and clients that must leave and the shares after."""
+
+    async def run_before(pilot: Pilot[Any]) -> None:
+        _app(pilot).main_screen.backends.select("b2")
+        await pilot.press("d")
         await pilot.pause()
         await pilot.pause()
 

@@ -11,7 +11,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.validation import Number
-from textual.widgets import Button, Input, Label
+from textual.widgets import Button, Input, Label, Static
 
 from tui.impact import plan_text
 from tui.modals.preview import Fetch, ImpactPreview
@@ -43,9 +43,10 @@ class RebalanceModal(ModalScreen[RebalanceRequest | None]):
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog", id="rebalance-dialog"):
             yield Label("Rebalance the pool", classes="dialog-title")
-            yield Label(
+            yield Static(
                 "Closes the connections of the clients that are on the wrong server now, so they reconnect where "
-                "the balancer places them. Clients moved per second (empty = engine default):"
+                "the balancer places them. Clients moved per second (empty = engine default):",
+                classes="dialog-body",
             )
             yield Input(
                 placeholder="default",
