@@ -87,7 +87,8 @@ def test_plan_text_nothing_to_move() -> None:
         ),
         (
             {"state": "stopped", "started": 100.0, "finished": 101.5, "reason": "stopped by operator"},
-            "rebalance stopped at 00:01:41 after 1.5s: stopped by operator · moved 3/9 clients (4 connections) · 6 left",
+            "rebalance stopped at 00:01:41 after 1.5s: stopped by operator"
+            " · moved 3/9 clients (4 connections) · 6 left",
         ),
     ],
 )

@@ -10,7 +10,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.validation import Integer
-from textual.widgets import Button, Input, Label
+from textual.widgets import Button, Input, Label, Static
 
 from tui.modals.preview import Fetch, ImpactPreview, Render
 
@@ -41,9 +41,10 @@ class DrainModal(ModalScreen[DrainRequest | None]):
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
             yield Label(f"Drain {self.server_name}", classes="dialog-title")
-            yield Label(
+            yield Static(  # a Static wraps at the dialog's width; a Label was cut off
                 f"No new connections go to {self.server_name}; its {self.active} open ones "
-                "finish. Deadline in seconds (empty = none): then the rest are closed."
+                "finish. Deadline in seconds (empty = none): then the rest are closed.",
+                classes="dialog-body",
             )
             yield Input(
                 placeholder="30",

@@ -19,12 +19,13 @@ Watch backend health live; drain a node before a restart.
 | `↑` `↓` | select a server (the cursor stays on it across re-sorts and filters) |
 | `enter` | server detail: health-check history, open connections |
 | `a` | add an upstream (name, host:port, weight) |
-| `d` | drain: no new connections; the active column counts down to 0 |
+| `d` | drain (Enter confirms): no new connections; the active column counts down to 0 |
 | `D` | drain with a deadline (the rest are closed when it passes) |
 | `u` | undrain |
-| `x` / `e` | disable (maintenance) / enable |
+| `x` / `e` | disable (maintenance; Enter confirms) / enable |
 | `w` | set an absolute weight; shows the resulting traffic share first |
 | `r` / `del` | remove (asks first; the engine refuses to leave no eligible server) |
+| `b` / `B` | rebalance: the engine's plan first, then Enter starts it / stop it |
 | `/` | filter the focused pane: backends or handshakes (`!text` inverts) |
 | `s` | cycle the sort: name, state, active, share, fails |
 | `tab` | move focus between panes; `end` follows the handshake log again |
@@ -40,6 +41,10 @@ Watch backend health live; drain a node before a restart.
 `going up 1/2` (passed checks of the rise threshold), `draining 12s, 18s left`, `disabled`.
 *share*: weight / sum of weights of eligible servers. *fails*: failed checks / connect failures.
 *active* while draining: open / open when the drain began.
+
+Drain, disable, weight and remove confirmations show the engine's dry run first: the live connections
+and distinct clients the action moves, and each server's share of new connections afterwards.
+A running rebalance shows a line above the table: moved so far, left, rate, then how it ended.
 
 If the engine stops answering, the data stays on screen marked **STALE since HH:MM:SS**
 and the dashboard reconnects with backoff (0.25 s to 5 s).
