@@ -145,7 +145,8 @@ class Rebalancer:
         for move in result.moves:
             moved.setdefault(move.source, []).extend([move.client] * len(move.conn_ids))
         after = [Candidate(s.name, s.weight, s.eligible) for s in self.registry]
-        return {"dry_run": True, "plan": result.to_dict(), "impact": impact(moved, after)}
+        rate = self.config.rate or default_rate(self._clients_placed, len(self.registry.eligible))
+        return {"dry_run": True, "plan": result.to_dict(), "impact": impact(moved, after), "rate": rate}
 
     # -- running --------------------------------------------------------------------------------
 
