@@ -152,6 +152,53 @@ class EngineProc:
 EngineFactory = Callable[..., Awaitable[EngineProc]]
 
 
+async def launch_engine(
+    workdir: Path,
+    *args: str,
+    control: str | Path | None = None,
+    env: dict[str, str] | None = None,
+    wait: bool = True,
+    index: int = 0,
+) -> EngineProc:
+    """Start `python -m proxy_core serve` in `workdir` (control socket `workdir/ctl<index>.sock` unless given).
+
+    Defaults: `--listen 127.0.0.1:0 --check tcp --check-interval 200`; later flags win. The caller stops it.
+    """
+    socket_path = str(control or workdir / f"ctl{index or ''}.sock")
+    command = [
+        sys.executable, "-m", "proxy_core", "serve", "--listen", "127.0.0.1:0", "--control", socket_path,
+        "--check", "tcp", "--check-interval", "200", *args,
+    ]  # fmt: skip
+    proc = await asyncio.create_subprocess_exec(
+        *command,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=child_env(env),
+        cwd=str(workdir),
+    )
+    engine = EngineProc(proc=proc, control=socket_path)
+    assert proc.stdout is not None and proc.stderr is not None
+    engine._readers = [
+        asyncio.create_task(engine._read(proc.stdout, engine.stdout_lines)),
+        asyncio.create_task(engine._read(proc.stderr, engine.stderr_lines)),
+    ]
+    if wait:
+        try:
+            match = await engine.wait_line(START_LINE, START_TIMEOUT_S)
+        except BaseException:
+            await engine.stop()
+            raise
+        engine.listen = match["listen"].split(",")[0]
+        engine.port = int(engine.listen.rsplit(":", 1)[1])
+        for line in engine.stdout_lines:
+            if tcp := TCP_LINE.search(line):
+                engine.tcp_address = tcp["address"]
+            if status := STATUS_LINE.search(line):
+                engine.status_address = status["address"]
+    return engine
+
+
 @pytest.fixture
 async def start_engine(tmp_path: Path) -> AsyncIterator[EngineFactory]:
     """Factory: `await start_engine("--backend", "b1=127.0.0.1:8001", ...)` -> a started EngineProc.
@@ -164,35 +211,8 @@ async def start_engine(tmp_path: Path) -> AsyncIterator[EngineFactory]:
     async def start(
         *args: str, control: str | Path | None = None, env: dict[str, str] | None = None, wait: bool = True
     ) -> EngineProc:
-        socket_path = str(control or tmp_path / f"ctl{len(engines) or ''}.sock")
-        command = [
-            sys.executable, "-m", "proxy_core", "serve", "--listen", "127.0.0.1:0", "--control", socket_path,
-            "--check", "tcp", "--check-interval", "200", *args,
-        ]  # fmt: skip
-        proc = await asyncio.create_subprocess_exec(
-            *command,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            env=child_env(env),
-            cwd=str(tmp_path),
-        )
-        engine = EngineProc(proc=proc, control=socket_path)
-        assert proc.stdout is not None and proc.stderr is not None
-        engine._readers = [
-            asyncio.create_task(engine._read(proc.stdout, engine.stdout_lines)),
-            asyncio.create_task(engine._read(proc.stderr, engine.stderr_lines)),
-        ]
+        engine = await launch_engine(tmp_path, *args, control=control, env=env, wait=wait, index=len(engines))
         engines.append(engine)
-        if wait:
-            match = await engine.wait_line(START_LINE, START_TIMEOUT_S)
-            engine.listen = match["listen"].split(",")[0]
-            engine.port = int(engine.listen.rsplit(":", 1)[1])
-            for line in engine.stdout_lines:
-                if tcp := TCP_LINE.search(line):
-                    engine.tcp_address = tcp["address"]
-                if status := STATUS_LINE.search(line):
-                    engine.status_address = status["address"]
         return engine
 
     try:

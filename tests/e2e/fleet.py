@@ -27,6 +27,7 @@ import aiohttp
 import socketio
 
 from tests.conftest import child_env, unit
+from tests.e2e.browser_http import BrowserSession
 
 NODE_SCRIPT = Path(__file__).with_name("sio_node.py")
 LISTENING = re.compile(r"(?P<name>\S+) listening on (?P<host>[\d.]+):(?P<port>\d+) pid (?P<pid>\d+)")
@@ -187,16 +188,30 @@ class NodeFleet:
             data: dict[str, Any] = await response.json()
             return data
 
-    async def counts(self) -> dict[str, dict[str, int]]:
-        """Every node's counters summed over its lives: the final ones of stopped processes, the live ones now."""
-        total: dict[str, dict[str, int]] = {}
+    async def records(self) -> list[dict[str, Any]]:
+        """Every node life's counters: the final ones of stopped processes, the live ones now."""
         records: list[dict[str, Any]] = []
         for stats_file in sorted(self.workdir.glob("*.stats.jsonl")):
             records.extend(json.loads(line) for line in stats_file.read_text().splitlines() if line.strip())
         for name, node in self.nodes.items():
             if pid_alive(node.pid):
                 records.append(await self.stats(name))
-        for record in records:
+        return records
+
+    async def per_client(self) -> dict[str, dict[str, int]]:
+        """Per X-Client (tests/e2e/browser_http.py): HTTP requests and TCP connections, over all nodes and lives."""
+        out: dict[str, dict[str, int]] = {}
+        for record in await self.records():
+            for client, seen in record.get("per_client", {}).items():
+                mine = out.setdefault(client, {"requests": 0, "connections": 0})
+                mine["requests"] += seen["requests"]
+                mine["connections"] += seen["connections"]
+        return out
+
+    async def counts(self) -> dict[str, dict[str, int]]:
+        """Every node's counters summed over its lives: the final ones of stopped processes, the live ones now."""
+        total: dict[str, dict[str, int]] = {}
+        for record in await self.records():
             mine = total.setdefault(str(record["name"]), {})
             for key, value in record.items():
                 if isinstance(value, int) and key not in ("pid", "clients"):
@@ -264,7 +279,7 @@ class _Client(socketio.AsyncClient):  # type: ignore[misc]
 class SioClient:
     """A browser-like Socket.IO user on its own loopback address, sending numbered, acknowledged messages."""
 
-    def __init__(self, ip: str, url: str, period: float = 0.3) -> None:
+    def __init__(self, ip: str, url: str, period: float = 0.3, keepalive: bool = False) -> None:
         self.ip = ip
         self.url = url
         self.period = period
@@ -275,6 +290,8 @@ class SioClient:
         self.acked = 0
         self.seq = 0
         self.stopping = False
+        # keepalive: one browser-like keep-alive pool for the client's whole life (tests/e2e/browser_http.py).
+        self.browser = BrowserSession(ip) if keepalive else None
         # Socket.IO's automatic reconnection, with a shorter delay than the browser client's 1 s +- 50 %.
         self.sio = _Client(
             reconnection=True,
@@ -283,7 +300,8 @@ class SioClient:
             reconnection_delay_max=2.0,
             request_timeout=unit(5.0),
             handle_sigint=False,
-            http_session=self._new_session,  # a factory: a fresh session for each connection, closed with it
+            # Without keepalive a factory: a fresh session for each connection, closed with it.
+            http_session=self.browser if self.browser is not None else self._new_session,
         )
         self.sio.owner = self
         self.sio.on("connect", self._on_connect)
@@ -425,19 +443,22 @@ class SioClient:
             await asyncio.wait_for(self.sio.disconnect(), unit(2.0))
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.sio.shutdown(), unit(2.0))
+        if self.browser is not None:
+            await self.browser.close()
 
 
 class ClientFleet:
     """Clients from 127.0.0.<first>.. through the proxy at `url`; stopped at close(), even on failure."""
 
-    def __init__(self, url: str, period: float = 0.3) -> None:
+    def __init__(self, url: str, period: float = 0.3, keepalive: bool = False) -> None:
         self.url = url
         self.period = period
+        self.keepalive = keepalive  # browser-like HTTP keep-alive pools (see SioClient)
         self.clients: list[SioClient] = []
 
     async def start(self, ips: Iterable[str]) -> list[SioClient]:
         """Connect one client per address, side by side (a failed connect is recorded); then they send."""
-        new = [SioClient(ip, self.url, self.period) for ip in ips]
+        new = [SioClient(ip, self.url, self.period, self.keepalive) for ip in ips]
         self.clients.extend(new)
         await asyncio.gather(*(client.start() for client in new))
         return new

@@ -2,7 +2,9 @@
 
 It greets each new client with a `hello` event carrying its name, acknowledges every `msg` with the payload
 and its name, answers `GET /health` (200) and `GET /stats` (its counters, as JSON), counts every 400 it sends
-(an unknown session id is what a client whose requests land on different nodes gets), and on SIGTERM stops
+(an unknown session id is what a client whose requests land on different nodes gets), counts the requests and
+TCP connections of each client that names itself in an `X-Client` header (so a test can see a client's HTTP
+keep-alive pool reuse connections), and on SIGTERM stops
 accepting, closes its clients' connections cleanly (they reconnect) and exits 0.
 
     python tests/e2e/sio_node.py --name b1 [--port 0] [--pid-file b1.pid] [--stats-file b1.stats.jsonl]
@@ -28,6 +30,7 @@ from aiohttp import web
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 UNKNOWN_SESSION = (b"Invalid session", b"Session ID unknown")  # python-engineio's words, then the Node server's
+CLIENT_HEADER = "X-Client"  # the test clients' own name (their source address: behind the proxy all are 127.0.0.1)
 
 
 class Node:
@@ -38,6 +41,8 @@ class Node:
         self.sio = socketio.AsyncServer(async_mode="aiohttp", always_connect=True)
         self.counts = {"connects": 0, "disconnects": 0, "messages": 0, "bad_requests": 0, "unknown_session": 0}
         self.clients: set[str] = set()
+        self.requests: dict[str, int] = {}  # per X-Client: HTTP requests (a WebSocket upgrade is one)
+        self.connections: dict[str, set[object]] = {}  # per X-Client: the TCP connections they came on
         self.sio.on("connect", self.on_connect)
         self.sio.on("disconnect", self.on_disconnect)
         self.sio.on("msg", self.on_msg)
@@ -57,6 +62,9 @@ class Node:
 
     @web.middleware
     async def count_errors(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if client := request.headers.get(CLIENT_HEADER):
+            self.requests[client] = self.requests.get(client, 0) + 1
+            self.connections.setdefault(client, set()).add(request.protocol)  # one protocol per TCP connection
         response = await handler(request)
         if response.status == 400:
             self.counts["bad_requests"] += 1
@@ -69,7 +77,9 @@ class Node:
         return web.Response(text="OK\n")
 
     def snapshot(self) -> dict[str, Any]:
-        return {"name": self.name, "pid": os.getpid(), "clients": len(self.clients), **self.counts}
+        per_client = {c: {"requests": n, "connections": len(self.connections[c])} for c, n in self.requests.items()}
+        counts = {"name": self.name, "pid": os.getpid(), "clients": len(self.clients), **self.counts}
+        return {**counts, "per_client": per_client}
 
     async def stats(self, request: web.Request) -> web.Response:
         return web.json_response(self.snapshot())
