@@ -11,6 +11,15 @@ from pathlib import Path
 from typing import Any
 
 from proxy_core.checkspec import CheckConfig
+from proxy_core.edgeconfig import (
+    SERVER_EDGE_KEYS,
+    LimitsConfig,
+    ListenerConfig,
+    backend_flag_option,
+    parse_limits,
+    parse_listener,
+    server_options,
+)
 from proxy_core.errors import ConfigError
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,64}\Z")
@@ -28,6 +37,11 @@ class ServerConfig:
     port: int
     weight: int = 1
     max_conns: int | None = None
+    send_proxy: str | None = None  # "v1" | "v2": a PROXY header with the client's address first
+    tls: bool = False  # connect over TLS
+    tls_verify: bool = True  # verify the server's certificate (against tls_ca, else the system's CAs)
+    tls_ca: str | None = None
+    tls_sni: str | None = None  # server name sent and verified; default: the host
 
     @property
     def address(self) -> str:
@@ -72,7 +86,7 @@ class ControlConfig:
 class EngineConfig:
     """Everything `wsproxy serve` needs."""
 
-    listen: tuple[tuple[str, int], ...] = (("127.0.0.1", 8000),)
+    listen: tuple[ListenerConfig, ...] = (ListenerConfig("127.0.0.1", 8000),)
     servers: tuple[ServerConfig, ...] = ()
     balance: str = "round_robin"
     retries: int = 2  # connect attempts on other servers after the first fails
@@ -86,6 +100,7 @@ class EngineConfig:
     check: CheckConfig = field(default_factory=CheckConfig)
     control: ControlConfig = field(default_factory=ControlConfig)
     rebalance: RebalanceConfig = field(default_factory=RebalanceConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
 
 
 def format_address(host: str, port: int) -> str:
@@ -176,7 +191,7 @@ def _table(key: str, value: object, allowed: tuple[str, ...]) -> Mapping[str, An
 
 
 def parse_server(key: str, raw: object, index: int) -> ServerConfig:
-    table = _table(key, raw, ("name", "address", "weight", "max_conns"))
+    table = _table(key, raw, ("name", "address", "weight", "max_conns", *SERVER_EDGE_KEYS))
     if "address" not in table:
         raise ConfigError(f"{key}.address", None, 'every server needs address = "HOST:PORT"')
     host, port = parse_address(f"{key}.address", table["address"])
@@ -185,7 +200,7 @@ def parse_server(key: str, raw: object, index: int) -> ServerConfig:
     max_conns = table.get("max_conns")
     if max_conns is not None:
         max_conns = _int(f"{key}.max_conns", max_conns, 1)
-    return ServerConfig(name, host, port, weight, max_conns)
+    return ServerConfig(name, host, port, weight, max_conns, **server_options(table, key))
 
 
 def parse_check(raw: object, base: CheckConfig | None = None) -> CheckConfig:
@@ -246,8 +261,13 @@ def parse_check_flag(value: str, base: CheckConfig) -> CheckConfig:
         raise ConfigError("--check", value, "tcp, none, http:/PATH or websocket:/PATH") from exc
 
 
+BACKEND_FLAG_FORM = (
+    "[NAME=]HOST:PORT[,weight=N][,max_conns=N][,send_proxy=v1|v2][,tls][,tls_verify=off][,tls_ca=FILE][,tls_sni=NAME]"
+)
+
+
 def parse_backend_flag(value: str, index: int) -> ServerConfig:
-    """`[NAME=]HOST:PORT[,weight=N][,max_conns=N]` from `--backend`."""
+    """`[NAME=]HOST:PORT[,weight=N][,max_conns=N][,send_proxy=v1|v2][,tls][,tls_verify=off][,tls_ca=F][,tls_sni=N]`."""
     head, *options = value.split(",")
     name, sep, address = head.partition("=")
     if not sep:
@@ -255,8 +275,12 @@ def parse_backend_flag(value: str, index: int) -> ServerConfig:
     raw: dict[str, object] = {"name": name, "address": address}
     for option in options:
         key, sep, text = option.partition("=")
+        edge = backend_flag_option(key, sep, text)
+        if edge is not None:
+            raw[edge[0]] = edge[1]
+            continue
         if not sep or key not in ("weight", "max_conns") or not text.strip().lstrip("-").isdigit():
-            raise ConfigError("--backend", value, "[NAME=]HOST:PORT[,weight=N][,max_conns=N]")
+            raise ConfigError("--backend", value, BACKEND_FLAG_FORM)
         raw[key] = int(text)
     return parse_server("--backend", raw, index)
 
@@ -273,9 +297,18 @@ def check_unique(servers: tuple[ServerConfig, ...]) -> None:
         addresses.add(server.address)
 
 
+def check_unique_listeners(listeners: tuple[ListenerConfig, ...]) -> None:
+    seen: set[tuple[str, int]] = set()
+    for listener in listeners:
+        where = (listener.host, listener.port)
+        if listener.port and where in seen:
+            raise ConfigError("listener.address", format_address(*where), "listener addresses must be unique")
+        seen.add(where)
+
+
 TOP_KEYS = (
     "listen", "balance", "retries", "tcp_nodelay", "handshake_log", "access_log", "state_file",
-    "max_clients", "server", "check", "timeouts", "control", "workers", "rebalance",
+    "max_clients", "server", "check", "timeouts", "control", "workers", "rebalance", "listener", "limits",
 )  # fmt: skip
 
 
@@ -289,7 +322,16 @@ def parse_config(data: Mapping[str, Any]) -> EngineConfig:
         items = [listen] if isinstance(listen, str) else listen
         if not isinstance(items, list) or not items:
             raise ConfigError("listen", listen, "HOST:PORT or a list of them")
-        changes["listen"] = tuple(parse_listen("listen", item) for item in items)
+        changes["listen"] = tuple(ListenerConfig(*parse_listen("listen", item)) for item in items)
+    if "listener" in table:
+        tables = table["listener"]
+        if not isinstance(tables, list) or not tables:
+            raise ConfigError("listener", tables, "[[listener]] tables")
+        listeners = tuple(parse_listener(f"listener[{i}]", t, parse_listen) for i, t in enumerate(tables))
+        changes["listen"] = (*changes.get("listen", ()), *listeners)
+        check_unique_listeners(changes["listen"])
+    if "limits" in table:
+        changes["limits"] = parse_limits(table["limits"])
     if "balance" in table:
         if table["balance"] not in BALANCE_POLICIES:
             raise ConfigError("balance", table["balance"], f"one of {', '.join(BALANCE_POLICIES)}")

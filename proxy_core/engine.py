@@ -76,7 +76,8 @@ class Engine:
         self.checker = CheckRunner(self.config.check, self._check_result)
         for server in self.registry:
             self.checker.add(server.name, server.host, server.port)
-        for host, port in self.config.listen:
+        for listen in self.config.listen:
+            host, port = listen.host, listen.port
             name = format_address(host, port)
             listener = Listener(host, port)
             # Connections are labelled with the bound address (port 0 resolved), read when each arrives.

@@ -11,6 +11,7 @@ from proxy_core.config import (
     BALANCE_POLICIES,
     EngineConfig,
     check_unique,
+    check_unique_listeners,
     load_file,
     parse_backend_flag,
     parse_check,
@@ -18,17 +19,23 @@ from proxy_core.config import (
     parse_listen,
     parse_workers,
 )
+from proxy_core.edgeconfig import LimitsConfig, parse_limits, parse_listen_flag
 from proxy_core.errors import ConfigError
 
 
 def add_engine_flags(parser: argparse.ArgumentParser) -> None:
     """The flags shared by `wsproxy serve` and `wsproxy-tui` (which passes them to its child engine)."""
     parser.add_argument("-c", "--config", metavar="FILE", help="TOML configuration file")
-    parser.add_argument("--listen", action="append", metavar="HOST:PORT", help="listener (repeatable)")
+    parser.add_argument(
+        "--listen",
+        action="append",
+        metavar="HOST:PORT[,cert=FILE,key=FILE][,proxy_protocol]",
+        help="listener (repeatable); replaces the file's listeners",
+    )
     parser.add_argument(
         "--backend",
         action="append",
-        metavar="[NAME=]HOST:PORT[,weight=N][,max_conns=N]",
+        metavar="[NAME=]HOST:PORT[,weight=N][,max_conns=N][,send_proxy=v1|v2][,tls]",
         help="upstream server (repeatable); replaces the file's servers",
     )
     parser.add_argument("--balance", choices=BALANCE_POLICIES, help="balancing policy")
@@ -49,6 +56,11 @@ def add_engine_flags(parser: argparse.ArgumentParser) -> None:
         "--shutdown-grace", type=float, metavar="S", help="grace for connections on SIGTERM (default 10)"
     )
     parser.add_argument("--workers", metavar="N|auto", help="engine processes sharing the listeners (default 1)")
+    parser.add_argument("--max-conns-per-client", type=int, metavar="N", help="open connections per client address")
+    parser.add_argument(
+        "--new-conns-per-client", metavar="RATE[/BURST]", help="new connections/s per client address (token bucket)"
+    )
+    parser.add_argument("--max-accept-rate", type=float, metavar="RATE", help="new connections/s for the engine")
     parser.add_argument("--no-handshake-log", action="store_true", help="do not parse heads (lean mode)")
     parser.add_argument(
         "--state-file", metavar="PATH", help="runtime changes survive restarts (default: beside the control socket)"
@@ -67,7 +79,8 @@ def build_config(args: argparse.Namespace) -> EngineConfig:
     config = load_file(args.config) if args.config else EngineConfig()
     changes: dict[str, object] = {}
     if args.listen:
-        changes["listen"] = tuple(parse_listen("--listen", value) for value in args.listen)
+        changes["listen"] = tuple(parse_listen_flag(value, parse_listen) for value in args.listen)
+        check_unique_listeners(changes["listen"])  # type: ignore[arg-type]
     if args.backend:
         servers = tuple(parse_backend_flag(value, i) for i, value in enumerate(args.backend))
         check_unique(servers)
@@ -108,6 +121,7 @@ def build_config(args: argparse.Namespace) -> EngineConfig:
         changes["retries"] = args.retries
     if args.workers is not None:
         changes["workers"] = parse_workers("--workers", args.workers)
+    changes["limits"] = limit_flags(args, config.limits)
     if args.no_handshake_log:
         changes["handshake_log"] = False
     if args.access_log:
@@ -130,6 +144,27 @@ def build_config(args: argparse.Namespace) -> EngineConfig:
     if not result.servers:
         raise ConfigError("server", None, "give at least one server: --backend HOST:PORT or [[server]] in the file")
     return result
+
+
+def limit_flags(args: argparse.Namespace, limits: LimitsConfig) -> LimitsConfig:
+    """`--max-conns-per-client`, `--new-conns-per-client RATE[/BURST]`, `--max-accept-rate` over `[limits]`."""
+    raw = {name: getattr(limits, name) for name in LimitsConfig.__dataclass_fields__}
+    flag = "--max-conns-per-client"
+    try:
+        if args.max_conns_per_client is not None:
+            raw["max_conns_per_client"] = args.max_conns_per_client
+        if args.new_conns_per_client is not None:
+            flag = "--new-conns-per-client"
+            rate, _, burst = args.new_conns_per_client.partition("/")
+            raw["new_conns_per_client_per_s"] = float(rate)
+            raw["new_conns_per_client_burst"] = int(burst) if burst else 0
+        if args.max_accept_rate is not None:
+            flag = "--max-accept-rate"
+            raw["max_accept_rate"] = args.max_accept_rate
+        return parse_limits(raw)
+    except (ValueError, ConfigError) as exc:
+        value = getattr(args, flag[2:].replace("-", "_"))
+        raise ConfigError(flag, value, "RATE[/BURST] with RATE >= 0 and an integer BURST, or N >= 0") from exc
 
 
 def default_control_path() -> str:

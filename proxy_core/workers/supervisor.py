@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 from proxy_core.accesslog import AccessLog
 from proxy_core.balancer import Balancer
 from proxy_core.config import EngineConfig, format_address
+from proxy_core.edgeconfig import ListenerConfig
 from proxy_core.engine import Engine
 from proxy_core.errors import ConfigError, NotFound
 from proxy_core.events import ConnectFailed, ConnectionClosed, Event, Handshake, OperatorAction
@@ -57,7 +58,7 @@ class Supervisor(Engine):
         self.workers: list[WorkerHandle | None] = [None] * self.count
         self.restarts = 0
         self._reserved: list[socket.socket] = []
-        self._listen: list[tuple[str, int]] = []
+        self._listen: list[ListenerConfig] = []
         self._retired = Sums()
         self._id_base = [0] * self.count
         self._sent_pool: list[list[Any]] | None = None
@@ -99,7 +100,8 @@ class Supervisor(Engine):
 
     def _reserve_ports(self) -> None:
         """Bind (never listen) one SO_REUSEPORT socket per listener: it fixes the port while workers come and go."""
-        for host, port in self.config.listen:
+        for listen in self.config.listen:
+            host, port = listen.host, listen.port
             name = format_address(host, port)
             try:
                 family, _, _, _, sockaddr = socket.getaddrinfo(
@@ -113,7 +115,7 @@ class Supervisor(Engine):
                 raise ConfigError("listen", name, f"an address this host can bind ({exc.strerror})") from exc
             self._reserved.append(sock)
             bound = sock.getsockname()
-            self._listen.append((host, bound[1]))
+            self._listen.append(replace(listen, port=bound[1]))
             self.listen_addresses.append(format_address(bound[0], bound[1]))
 
     async def _start_worker(self, index: int) -> WorkerHandle:

@@ -99,8 +99,8 @@ class Worker:
         self.board.next_id = self._id_base
         self.board.id_stride, self.board.id_offset = self.count, self.index  # as ForwardingBus numbers them
         self.apply_pool(self._pool)
-        for host, port in config.listen:
-            listener = Listener(host, port, reuse_port=True)
+        for listen in config.listen:
+            listener = Listener(listen.host, listen.port, reuse_port=True)
             listener.factory = lambda listener=listener: ClientSide(self.board, listener.address)  # type: ignore[misc]
             await listener.open()
             self.listeners.append(listener)

@@ -45,7 +45,7 @@ max_conns = 100
 def test_full_file_parses() -> None:
     """Every documented section of a good file lands in the settings."""
     config = parse_config(tomllib.loads(GOOD))
-    assert config.listen == (("127.0.0.1", 8000), ("127.0.0.1", 8443))
+    assert [(x.host, x.port, x.tls) for x in config.listen] == [("127.0.0.1", 8000, False), ("127.0.0.1", 8443, False)]
     assert config.balance == "ip_hash"
     assert config.retries == 3
     assert config.check.type == "http" and config.check.path == "/health"
