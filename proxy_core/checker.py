@@ -21,6 +21,7 @@ from websockets.exceptions import InvalidHandshake, InvalidMessage, InvalidStatu
 from proxy_core import __version__
 from proxy_core.checkspec import CheckConfig
 from proxy_core.health import CheckResult
+from proxy_core.upstream import UpstreamEdge
 
 logger = logging.getLogger(__name__)
 
@@ -38,11 +39,23 @@ MAX_REASON_CHARS = 120
 ResultCallback = Callable[[str, CheckResult], None]
 
 
-async def probe(check: CheckConfig, host: str, port: int, *, client: httpx.AsyncClient | None = None) -> CheckResult:
-    """Probe one server once; never raises (except CancelledError). `client` is reused for http checks."""
+async def probe(
+    check: CheckConfig,
+    host: str,
+    port: int,
+    *,
+    client: httpx.AsyncClient | None = None,
+    edge: UpstreamEdge | None = None,
+) -> CheckResult:
+    """Probe one server once; never raises (except CancelledError). `client` is reused for http checks.
+
+    A server with `send_proxy` or `tls` (its `edge`) is probed through a connection that sends the PROXY
+    header (LOCAL / UNKNOWN) and speaks TLS, as HAProxy's `check-send-proxy` and `check-ssl`."""
     started = time.perf_counter()
     try:
-        if check.type == "tcp":
+        if edge is not None and check.type != "none":
+            answered = await _probe_edge(check, host, port, edge)
+        elif check.type == "tcp":
             answered = await _probe_tcp(check, host, port)
         elif check.type == "http":
             if client is not None:
@@ -122,6 +135,37 @@ async def _probe_websocket(check: CheckConfig, host: str, port: int) -> float:
     return answered
 
 
+async def _probe_edge(check: CheckConfig, host: str, port: int, edge: UpstreamEdge) -> float:
+    """tcp: connect (header, TLS); http and websocket: one request on that connection, judged by its status line."""
+    async with asyncio.timeout(check.timeout_ms / 1000):
+        reader, writer = await edge.open_check(host, port)
+        try:
+            if check.type == "tcp":
+                return time.perf_counter()
+            netloc = check.host_header or _netloc(host, port)
+            upgrade = (
+                "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+                "Sec-WebSocket-Key: d3Nwcm94eS1jaGVjay0xNA==\r\n"
+                if check.type == "websocket"
+                else "Connection: close\r\n"
+            )
+            request = f"GET {_path(check)} HTTP/1.1\r\nHost: {netloc}\r\nUser-Agent: {USER_AGENT}\r\n{upgrade}\r\n"
+            writer.write(request.encode("latin-1"))
+            line = await reader.readline()
+            answered = time.perf_counter()
+        finally:
+            writer.close()
+    parts = line.split()
+    if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
+        raise _Unhealthy("invalid HTTP response" if line else "connection closed", answered)
+    status = int(parts[1])
+    if check.type == "websocket" and status != 101:
+        raise _Unhealthy(f"handshake answered {status}", answered)
+    if check.type == "http" and status not in check.expect_status:
+        raise _Unhealthy(f"HTTP {status}", answered)
+    return answered
+
+
 def _http_client(check: CheckConfig) -> httpx.AsyncClient:
     """A client for plain-HTTP checks: a new connection per probe, no proxies, no redirects.
 
@@ -181,12 +225,12 @@ class CheckRunner:
         self._client = _http_client(check) if check.type == "http" else None
         self._closed = False
 
-    def add(self, name: str, host: str, port: int) -> None:
+    def add(self, name: str, host: str, port: int, edge: UpstreamEdge | None = None) -> None:
         """Start checking a server; adding a known name again restarts it at the new address."""
         if self.check.type == "none" or self._closed:
             return
         self.remove(name)
-        task = asyncio.get_running_loop().create_task(self._run(name, host, port), name=f"check {name}")
+        task = asyncio.get_running_loop().create_task(self._run(name, host, port, edge), name=f"check {name}")
         self._tasks[name] = task
 
     def remove(self, name: str) -> None:
@@ -214,13 +258,13 @@ class CheckRunner:
             await self._client.aclose()
             self._client = None
 
-    async def _run(self, name: str, host: str, port: int) -> None:
+    async def _run(self, name: str, host: str, port: int, edge: UpstreamEdge | None) -> None:
         loop = asyncio.get_running_loop()
         interval = max(self.check.interval_ms / 1000, MIN_INTERVAL_S)
         await asyncio.sleep(self._rng.random() * min(interval, FIRST_PROBE_SPREAD_S))
         while True:
             started = loop.time()
-            result = await probe(self.check, host, port, client=self._client)
+            result = await probe(self.check, host, port, client=self._client, edge=edge)
             try:
                 self._on_result(name, result)
             except Exception:

@@ -219,6 +219,11 @@ class ControlClient:
         result: JSON = await self._request("DELETE", f"/v1/connections/{int(conn_id)}")
         return result
 
+    async def reload_certs(self) -> JSON:
+        """`POST /v1/reload-certs`: TLS listeners load their files again; 409 naming a bad file (old ones kept)."""
+        result: JSON = await self._request("POST", "/v1/reload-certs")
+        return result
+
 
 class SSEParser:
     """Incremental server-sent-events parser: feed lines, get an event dict at each blank line."""

@@ -164,6 +164,7 @@ def add_commands(commands: Any) -> None:
     p.add_argument("--follow", "-f", action="store_true", help="keep printing new events as they happen")
     p.add_argument("--since", type=_int_range(0), default=0, metavar="SEQ", help="only events after this number")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
+    command("reload-certs", cmd_reload_certs, "load the TLS certificate files again for new handshakes")
     p = command("wait-up", cmd_wait_up, "wait until a server's health check says up (exit 0)")
     p.add_argument("name", type=_name)
     p.add_argument("--timeout", type=_seconds, default=30.0, metavar="S", help="give up after S seconds (default 30)")
@@ -327,6 +328,16 @@ async def wait_rebalanced(client: ControlClient, state: JSON, timeout: float | N
         return EXIT_OK
     print(f"rebalance {state.get('state')}: {state.get('reason')}", file=sys.stderr, flush=True)
     return EXIT_FAILED
+
+
+async def cmd_reload_certs(client: ControlClient, args: argparse.Namespace) -> int:
+    result = await client.reload_certs()
+    listeners = result.get("listeners", [])
+    for item in listeners:
+        print(f"{item['listener']}: {item['detail']}")
+    if not listeners:
+        print("no TLS listener")
+    return EXIT_OK
 
 
 async def cmd_events(client: ControlClient, args: argparse.Namespace) -> int:

@@ -16,6 +16,7 @@ from proxy_core.accesslog import AccessLog
 from proxy_core.balancer import BalancePolicy, Balancer, make_balancer
 from proxy_core.checker import CheckRunner
 from proxy_core.config import EngineConfig, ServerConfig, format_address, parse_address
+from proxy_core.edge import Edge, open_listener
 from proxy_core.errors import BadRequest, ConfigError, NotFound, StateNotSaved, WsproxyError
 from proxy_core.events import EventBus, OperatorAction
 from proxy_core.health import CheckResult
@@ -23,11 +24,22 @@ from proxy_core.listener import Listener
 from proxy_core.rates import RateHistory
 from proxy_core.rebalancer import Rebalancer
 from proxy_core.registry import Registry, Server
-from proxy_core.relay import ClientSide
 from proxy_core.switchboard import Switchboard
+from proxy_core.tls import CertProblem
+from proxy_core.upstream import UpstreamEdge
 
 T = TypeVar("T")
 RESOLVE_TIMEOUT = 2.0  # an `add` whose host does not resolve in this time is refused
+
+
+def server_edge(config: ServerConfig | None, server: Server) -> UpstreamEdge | None:
+    """The configured send_proxy/TLS settings of a server still at its configured address; ConfigError if bad."""
+    if config is None or (config.host, config.port) != (server.host, server.port):
+        return None
+    try:
+        return UpstreamEdge.for_server(config)
+    except CertProblem as exc:
+        raise ConfigError(f"server {config.name} tls_ca", exc.path, exc.problem) from exc
 
 
 class Engine:
@@ -47,6 +59,7 @@ class Engine:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._access_log: AccessLog | None = None
         self.board: Switchboard
+        self.edge: Edge
         self.checker: CheckRunner
         self.rebalancer: Rebalancer
         self.control: Any = None  # the control API runner, started by proxy_core.control
@@ -74,16 +87,14 @@ class Engine:
         self.board = Switchboard(self.config, self.registry, self.bus, balancer, self._access_log)
         self.rebalancer = self._make_rebalancer(balancer)
         self.checker = CheckRunner(self.config.check, self._check_result)
+        self.edge = Edge(self.board, self.config)
         for server in self.registry:
-            self.checker.add(server.name, server.host, server.port)
+            self.checker.add(server.name, server.host, server.port, edge=server.edge)
         for listen in self.config.listen:
-            host, port = listen.host, listen.port
-            name = format_address(host, port)
-            listener = Listener(host, port)
-            # Connections are labelled with the bound address (port 0 resolved), read when each arrives.
-            listener.factory = lambda listener=listener: ClientSide(self.board, listener.address)  # type: ignore[misc]
+            name = format_address(listen.host, listen.port)
             try:
-                await listener.open()
+                # Connections are labelled with the bound address (port 0 resolved), read when each arrives.
+                listener = await open_listener(self.edge, listen)
             except OSError as exc:
                 raise ConfigError("listen", name, f"an address this host can bind ({exc.strerror})") from exc
             self.listeners.append(listener)
@@ -110,12 +121,14 @@ class Engine:
         else:
             pool = statefile.merge(self.config.servers, saved)
             self.removed = saved.removed & self.configured
+        configured = {s.name: s for s in self.config.servers}
         for entry in pool:
             try:
                 server, events = self.registry.add(entry.config, now, at_start=True)
             except WsproxyError as exc:
                 print(f"wsproxy: WARNING: saved server {entry.config.name} skipped: {exc.message}", file=sys.stderr)
                 continue
+            server.edge = server_edge(configured.get(server.name), server)
             self.bus.publish_all(events)
             if entry.admin != "active":
                 server.admin = entry.admin
@@ -323,6 +336,20 @@ class Engine:
 
         return await self._operate("remove", name, run, f"removed {name}" + (" (forced)" if force else ""))
 
+    async def reload_certs(self) -> list[dict[str, Any]]:
+        """Load the TLS listeners' certificate files again for new handshakes; each result becomes an event."""
+        results = self.edge.reload_certs()
+        for result in results:
+            self.bus.publish(
+                OperatorAction(
+                    action="reload-certs",
+                    server=None,
+                    ok=result["ok"],
+                    detail=f"{result['listener']}: {result['detail']}",
+                )
+            )
+        return results
+
     async def close_connection(self, conn_id: int) -> int:
         async def run() -> int:
             if not self.board.close_connection(conn_id, "closed by operator"):
@@ -391,9 +418,10 @@ class Engine:
                 },
             },
             "listeners": [
-                {"address": address, "active": counts[0], "total": counts[1]}
+                {"address": address, "active": counts[0], "total": counts[1], **self.edge.listener_status(address, now)}
                 for address, counts in zip(self.listen_addresses, self.board.listener_counts.values(), strict=False)
             ],
+            "limits": self.edge.limits_status(),
             "totals": {
                 "active": totals.active,
                 "total": totals.total,

@@ -84,6 +84,7 @@ class Handshake(Event):
     subprotocol: str | None = None
     latency_ms: float | None = None
     error: str | None = None
+    tls: dict[str, Any] | None = None  # {"version", "cipher", "sni"} on TLS listeners
 
 
 @dataclass(slots=True, kw_only=True)

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 from collections.abc import Callable
+from typing import Any
 
 from proxy_core.config import format_address
 
@@ -37,6 +39,10 @@ class Listener:
         self.server: asyncio.AbstractServer | None = None
         self.address = format_address(host, port)
         self._resuming: asyncio.Task[None] | None = None
+        self.ssl: ssl.SSLContext | None = None  # TLS termination (proxy_core.edge sets it up)
+        self.ssl_handshake_timeout: float | None = None
+        self.edge_tls: Any = None  # the listener's proxy_core.tls.ListenerTls, if TLS
+        self.edge_intake: Any = None  # its proxy_core.intake.ProxyIntake, if it takes the PROXY header
 
     async def open(self) -> None:
         """Bind and listen (raises OSError), then start serving."""
@@ -67,8 +73,11 @@ class Listener:
     async def resume(self) -> None:
         if self.server is not None or self.sock is None:
             return
+        tls: dict[str, Any] = {}
+        if self.ssl is not None:
+            tls = {"ssl": self.ssl, "ssl_handshake_timeout": self.ssl_handshake_timeout}
         self.server = await asyncio.get_running_loop().create_server(
-            self.factory, sock=self.sock.dup(), backlog=self.backlog
+            self.factory, sock=self.sock.dup(), backlog=self.backlog, **tls
         )
 
     def resume_soon(self) -> None:

@@ -35,6 +35,8 @@ EARLY_LIMIT = 64 * 1024
 class ClientSide(asyncio.Protocol):
     """The accepted client connection; it owns the pair's bookkeeping."""
 
+    tls: dict[str, Any] | None = None  # version, cipher, SNI: set by intake.TlsClientSide on TLS listeners
+
     __slots__ = (
         "address",
         "backend",
@@ -115,7 +117,7 @@ class ClientSide(asyncio.Protocol):
         transport = cast(asyncio.Transport, transport)  # uvloop's transports are not asyncio.Transport subclasses
         self.transport = transport
         self.started = time.time()
-        if self.engine.keep_peer:  # else read from the live transport when asked: ~150 bytes less each
+        if self.address is None and self.engine.keep_peer:  # else read from the transport when asked: ~150 B less
             self.address = _address_text(transport.get_extra_info("peername"))
         transport.set_write_buffer_limits(HIGH_WATER, LOW_WATER)
         self.engine.accepted(self)

@@ -41,6 +41,14 @@ async def serve(config: EngineConfig) -> int:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal, sig)
+    reloads: set[asyncio.Task[None]] = set()  # referenced until done
+
+    def on_hangup() -> None:
+        task = asyncio.ensure_future(reload_on_signal(engine))
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, on_hangup)
     servers = ", ".join(f"{s.name}={s.address}" for s in engine.registry)
     print(
         f"wsproxy {__version__} ({loop_name()}) pid {os.getpid()} listening on "
@@ -50,6 +58,13 @@ async def serve(config: EngineConfig) -> int:
     await engine.wait()
     print("wsproxy stopped", flush=True)
     return 0
+
+
+async def reload_on_signal(engine: Engine) -> None:
+    """SIGHUP: the TLS listeners load their certificate files again; each result is printed (and an event)."""
+    for result in await engine.reload_certs():
+        outcome = "reloaded" if result["ok"] else "NOT reloaded (old certificates kept)"
+        print(f"wsproxy: SIGHUP: {result['listener']} {outcome}: {result['detail']}", flush=True)
 
 
 def run_serve(args: argparse.Namespace) -> int:

@@ -319,9 +319,23 @@ def metric_families(status: JSON) -> list[Metric]:
     for key, metric, kind, text in (
         ("active", "listener_active_connections", "gauge", "open client connections per listener"),
         ("total", "listener_connections", "counter", "client connections accepted per listener"),
+        ("handshake_failures", "listener_tls_handshake_failures", "counter", "failed TLS handshakes per listener"),
+        ("days_left", "listener_tls_certificate_days_left", "gauge", "days until the listener's certificate expires"),
+        ("bad_headers", "listener_proxy_header_failures", "counter", "missing, bad or slow PROXY headers"),
+        (
+            "refused_sources",
+            "listener_proxy_refused_sources",
+            "counter",
+            "connections from outside proxy_protocol_from",
+        ),
     ):
-        samples = [([str(item["address"])], item.get(key, 0)) for item in listeners]
+        samples = [([str(item["address"])], item[key]) for item in listeners if key in item]
         families.append(_family(_name(metric), kind, text, ["listener"], samples))
+    limits = status.get("limits", {})
+    families.append(
+        _family(_name("limit_refused"), "counter", "connections refused by per-client limits", [],
+                [([], limits.get("refused", 0))])
+    )  # fmt: skip
     servers = status.get("servers", [])
     labels = ["server", "address"]
     for field in FIELDS:

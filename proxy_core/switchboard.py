@@ -8,7 +8,7 @@ import os
 import sys
 import time
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from proxy_core.accesslog import AccessLog
 from proxy_core.balancer import Balancer
@@ -19,6 +19,9 @@ from proxy_core.registry import LiveConnection, Registry, Server
 from proxy_core.relay import BackendSide, ClientSide, set_nodelay
 from proxy_core.sniffer import OVERSIZED, RequestSniffer, ResponseSniffer
 from proxy_core.spread import client_key, group_by_client, schedule_by_client
+
+if TYPE_CHECKING:
+    from proxy_core.intake import Admission
 
 # With checks off, a server marked down by traffic is tried again after this long (nginx's fail_timeout).
 PASSIVE_RETRY_S = 10.0
@@ -89,7 +92,10 @@ class Switchboard:
         self.balancer = balancer
         self.access_log = access_log
         # Each client's address is kept from the start only where a record or the balancer needs it.
-        self.keep_peer = config.handshake_log or config.balance == "ip_hash" or access_log is not None
+        self.keep_peer = (
+            config.handshake_log or config.balance == "ip_hash" or access_log is not None or config.limits.per_client
+        )
+        self.admission: Admission | None = None  # per-client limits and accept pacing (proxy_core.intake)
         self.connections: dict[int, ClientSide] = {}
         self.totals = Totals()
         self.listener_counts: dict[str, list[int]] = {}
@@ -116,6 +122,8 @@ class Switchboard:
     # -- life of a connection -----------------------------------------------------------------
 
     def accepted(self, client: ClientSide) -> None:
+        if self.admission is not None and not self.admission.admit(client):
+            return  # refused before any backend is contacted; counted per client by the admission
         self.next_id += 1
         client.conn_id = self.next_id
         self.connections[client.conn_id] = client
@@ -178,9 +186,17 @@ class Switchboard:
             # A plain timer rather than asyncio.timeout(): measured 5 us cheaper per connection.
             expiry = self._loop.call_later(timeout, self._expire_connect, client) if timeout else None
             try:
-                transport, backend = await self._loop.create_connection(
-                    lambda: BackendSide(client), server.host, server.port
-                )
+                edge = server.edge
+                if edge is None:
+                    transport, backend = await self._loop.create_connection(
+                        lambda: BackendSide(client), server.host, server.port
+                    )
+                else:  # a PROXY header first, or TLS (proxy_core.upstream)
+                    local = client.transport.get_extra_info("sockname") if client.transport else None
+                    header = edge.header(client.client, local)
+                    transport, backend = await edge.connect(
+                        self._loop, lambda: BackendSide(client), server.host, server.port, header
+                    )
             except asyncio.CancelledError:
                 server.active -= 1
                 if not client.connect_expired:
@@ -302,6 +318,8 @@ class Switchboard:
         counts = self.listener_counts.get(client.listener)
         if counts is not None:
             counts[0] -= 1
+        if self.admission is not None:
+            self.admission.release(client)
         server = client.server
         if server is not None:
             server.active -= 1
@@ -375,6 +393,7 @@ class Switchboard:
             kind=client.kind,
             error=error,
             latency_ms=client.latency_ms,
+            tls=client.tls,
         )
         if head is not None:
             event.method = head.method
@@ -521,4 +540,6 @@ def access_record(client: ClientSide, event: ConnectionClosed) -> dict[str, Any]
     if handshake is not None and handshake.status is not None:
         record["status"] = handshake.status
     record["latency_ms"] = client.latency_ms
+    if client.tls is not None:
+        record["tls"] = client.tls
     return record

@@ -159,15 +159,17 @@ async def launch_engine(
     env: dict[str, str] | None = None,
     wait: bool = True,
     index: int = 0,
+    listen: str | None = "127.0.0.1:0",
 ) -> EngineProc:
     """Start `python -m proxy_core serve` in `workdir` (control socket `workdir/ctl<index>.sock` unless given).
 
     Defaults: `--listen 127.0.0.1:0 --check tcp --check-interval 200`; later flags win. The caller stops it.
+    `listen=None` leaves the default listener out (for listeners given in the arguments or a file).
     """
     socket_path = str(control or workdir / f"ctl{index or ''}.sock")
     command = [
-        sys.executable, "-m", "proxy_core", "serve", "--listen", "127.0.0.1:0", "--control", socket_path,
-        "--check", "tcp", "--check-interval", "200", *args,
+        sys.executable, "-m", "proxy_core", "serve", *(["--listen", listen] if listen else []),
+        "--control", socket_path, "--check", "tcp", "--check-interval", "200", *args,
     ]  # fmt: skip
     proc = await asyncio.create_subprocess_exec(
         *command,
@@ -204,14 +206,21 @@ async def start_engine(tmp_path: Path) -> AsyncIterator[EngineFactory]:
     """Factory: `await start_engine("--backend", "b1=127.0.0.1:8001", ...)` -> a started EngineProc.
 
     Defaults: `--listen 127.0.0.1:0 --control tmp/ctl.sock --check tcp --check-interval 200`; later flags win.
-    `control=` picks another socket, `env=` adds variables, `wait=False` returns before the start-up line.
+    `control=` picks another socket, `env=` adds variables, `wait=False` returns before the start-up line,
+    `listen=` replaces the default listener (None: none, for a listener given in the arguments or a file).
     """
     engines: list[EngineProc] = []
 
     async def start(
-        *args: str, control: str | Path | None = None, env: dict[str, str] | None = None, wait: bool = True
+        *args: str,
+        control: str | Path | None = None,
+        env: dict[str, str] | None = None,
+        wait: bool = True,
+        listen: str | None = "127.0.0.1:0",
     ) -> EngineProc:
-        engine = await launch_engine(tmp_path, *args, control=control, env=env, wait=wait, index=len(engines))
+        engine = await launch_engine(
+            tmp_path, *args, control=control, env=env, wait=wait, index=len(engines), listen=listen
+        )
         engines.append(engine)
         return engine
 

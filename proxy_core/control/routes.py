@@ -23,7 +23,7 @@ from proxy_core.control.body import (
     server_name,
     validate,
 )
-from proxy_core.errors import BadRequest
+from proxy_core.errors import BadRequest, Conflict
 from proxy_core.events import RING_CAPACITY, Gap
 
 if TYPE_CHECKING:
@@ -231,6 +231,16 @@ async def stop_rebalance(request: web.Request) -> web.Response:
     return answer({"rebalance": engine_of(request).stop_rebalance()})
 
 
+async def reload_certs(request: web.Request) -> web.Response:
+    check_query(request.query, ())
+    await read_body(request, NO_FIELDS)
+    results = await engine_of(request).reload_certs()
+    refused = [f"{r['listener']}: {r['detail']}" for r in results if not r["ok"]]
+    if refused:
+        raise Conflict("certificates not reloaded, the old ones stay in use: " + "; ".join(refused))
+    return answer({"listeners": results})
+
+
 def add_routes(app: web.Application) -> None:
     """Register the v1 API; a path with the wrong method answers 405 through the router."""
     from proxy_core.control.stream import stream_events
@@ -251,3 +261,4 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/v1/rebalance", start_rebalance)
     app.router.add_get("/v1/rebalance", get_rebalance)
     app.router.add_delete("/v1/rebalance", stop_rebalance)
+    app.router.add_post("/v1/reload-certs", reload_certs)

@@ -31,6 +31,7 @@ from proxy_core.rebalancer import Rebalancer
 from proxy_core.registry import Server
 from proxy_core.spread import client_key, even_offsets
 from proxy_core.switchboard import PASSIVE_RETRY_S
+from proxy_core.tls import check_certificates
 from proxy_core.workers.aggregate import COUNTERS, Sums
 from proxy_core.workers.handle import SyncedRegistry, WorkerHandle, exit_cause
 from proxy_core.workers.link import Link, Message
@@ -74,8 +75,9 @@ class Supervisor(Engine):
 
     async def start(self) -> None:
         """Reserve the ports (port 0 resolved once for all), start the Engine without listeners, then the workers."""
-        self._reserve_ports()
         full = self.config
+        check_certificates(full)  # each worker loads them too; a bad file stops the start here, named
+        self._reserve_ports()
         if full.access_log:  # each worker appends to it: refuse at start, naming it, if it cannot be opened
             try:
                 AccessLog.open(full.access_log).close()

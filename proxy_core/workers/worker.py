@@ -22,11 +22,12 @@ from typing import Any, cast
 from proxy_core.accesslog import AccessLog
 from proxy_core.balancer import BalancePolicy, make_balancer
 from proxy_core.config import EngineConfig, ServerConfig
+from proxy_core.edge import Edge, open_listener
+from proxy_core.engine import server_edge
 from proxy_core.events import ConnectFailed, ConnectionClosed, Event, EventBus, Handshake
 from proxy_core.listener import Listener
 from proxy_core.loop import run
 from proxy_core.registry import Registry
-from proxy_core.relay import ClientSide
 from proxy_core.switchboard import Switchboard
 from proxy_core.workers.link import Link, Message
 
@@ -88,6 +89,7 @@ class Worker:
         self._stopping_task: asyncio.Task[None] | None = None
         self._id_base: int = hello["id_base"]
         self._pool: list[list[Any]] = hello["pool"]
+        self.configured = {s.name: s for s in self.config.servers}  # their send_proxy / tls settings
 
     async def start(self) -> None:
         config = self.config
@@ -99,10 +101,9 @@ class Worker:
         self.board.next_id = self._id_base
         self.board.id_stride, self.board.id_offset = self.count, self.index  # as ForwardingBus numbers them
         self.apply_pool(self._pool)
+        self.edge = Edge(self.board, config)
         for listen in config.listen:
-            listener = Listener(listen.host, listen.port, reuse_port=True)
-            listener.factory = lambda listener=listener: ClientSide(self.board, listener.address)  # type: ignore[misc]
-            await listener.open()
+            listener = await open_listener(self.edge, listen, reuse_port=True)
             self.listeners.append(listener)
             self.board.listener_counts[listener.address] = [0, 0]
         self.board.listeners = self.listeners
@@ -120,6 +121,7 @@ class Worker:
                     self._drop(name)
                 per_worker = None if max_conns is None else max(1, math.ceil(max_conns / self.count))
                 server, _ = self.registry.add(ServerConfig(name, host, port, weight, per_worker), now, at_start=True)
+                server.edge = server_edge(self.configured.get(name), server)
             server.weight = weight
             server.admin = admin
             server.health.up = bool(up)
