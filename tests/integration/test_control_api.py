@@ -646,10 +646,12 @@ async def test_stream_readers_are_unsubscribed(tmp_path: Path, echo_backends: Ba
     """A stream reader that disconnects is unsubscribed within a second; stopping the engine ends open streams."""
     from proxy_core.config import EngineConfig, ServerConfig
     from proxy_core.control.server import start_control
+    from proxy_core.edgeconfig import ListenerConfig
     from proxy_core.engine import Engine
 
     (b1,) = await echo_backends(1)
-    config = EngineConfig(listen=(("127.0.0.1", 0),), servers=(ServerConfig("b1", "127.0.0.1", b1.port),))
+    listen = (ListenerConfig("127.0.0.1", 0),)
+    config = EngineConfig(listen=listen, servers=(ServerConfig("b1", "127.0.0.1", b1.port),))
     engine = Engine(config, str(tmp_path / "in-process.sock"))
     await engine.start()
     await start_control(engine)

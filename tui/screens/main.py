@@ -12,6 +12,7 @@ from textual.widgets import DataTable, Footer, Input, Log
 
 from tui.screens.actions import SERVER_BINDINGS, ServerActionsScreen
 from tui.widgets.backends import BackendsTable
+from tui.widgets.edge_bar import EdgeBar
 from tui.widgets.events_pane import EventsPane
 from tui.widgets.graphs import Graphs
 from tui.widgets.handshake_log import HandshakeLog
@@ -42,6 +43,7 @@ class MainScreen(ServerActionsScreen):
         # Kept as attributes (not queried) so late messages during shutdown find them still.
         self.status_bar = StatusBar(id="status-bar")
         self.rebalance_bar = RebalanceBar(id="rebalance-bar")
+        self.edge_bar = EdgeBar(id="edge-bar")
         self.backends = BackendsTable(id="backends")
         self.graphs = Graphs(id="graphs")
         self.events_pane = EventsPane(id="events")
@@ -50,6 +52,7 @@ class MainScreen(ServerActionsScreen):
     def compose(self) -> ComposeResult:
         yield self.status_bar
         yield self.rebalance_bar
+        yield self.edge_bar
         yield self.backends
         with Horizontal(id="middle"):
             yield self.graphs
@@ -60,6 +63,7 @@ class MainScreen(ServerActionsScreen):
 
     async def on_mount(self) -> None:
         self.query_one("#filter", Input).display = False
+        self.edge_bar.display = False
         self.backends.focus()
         await self.dashboard.start_source()
 
@@ -70,6 +74,7 @@ class MainScreen(ServerActionsScreen):
         """Show a fresh `/v1/status`."""
         self.status_bar.set_status(status)
         self.rebalance_bar.set_rebalance(status.get("rebalance"), now)
+        self.edge_bar.set_status(status, now)
         self.backends.update_servers(list(status.get("servers") or []), now)
         self.handshakes.set_engine_dropped(int((status.get("totals") or {}).get("dropped_events", 0)))
         self.refresh_bindings_if_changed()
