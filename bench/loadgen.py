@@ -102,13 +102,14 @@ def run_wrk(
     conns: int = 50,
     duration: float = 5.0,
     close: bool = False,
+    scheme: str = "http",
 ) -> tuple[dict[str, Any], Window]:
     """One wrk run (`-t1`, whole seconds) against 127.0.0.1:port; returns (parsed output, window)."""
     secs = max(1, round(duration))
     argv = ["wrk", "-t1", f"-c{conns}", f"-d{secs}s", "--latency", "--timeout", "5s"]
     if close:
         argv += ["-H", "Connection: close"]
-    argv.append(f"http://127.0.0.1:{port}{path}")
+    argv.append(f"{scheme}://127.0.0.1:{port}{path}")
     meter = Meter(pid)
     meter.start()
     proc = launcher.start(argv, LOAD_CPU, "wrk", pipe_stdio=True)

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from edge import EdgeFiles
 from loadgen import PROXY_CPU, start_sse
 from procs import Launcher, free_port, wait_port, wait_unix
 
@@ -34,6 +35,7 @@ HAPROXY_CFG = """\
 global
     nbthread 1
     maxconn {maxconn}
+    ssl-default-bind-options ssl-min-ver TLSv1.2
 defaults
     mode tcp
     maxconn {maxconn}
@@ -42,7 +44,7 @@ defaults
     timeout server 5m
 frontend fe
     bind 127.0.0.1:{port} backlog 4096
-    default_backend be
+{edge_binds}    default_backend be
 backend be
     balance roundrobin
 {servers}
@@ -60,6 +62,10 @@ class Column:
     proc: subprocess.Popen[bytes] | None = None
     helpers: list[subprocess.Popen[bytes]] = field(default_factory=list)
     note: str = ""
+    edge: EdgeFiles | None = None  # the TLS certificate, when the edge scenarios can run
+    tls_port: int = 0  # a TLS listener beside the plain one (0: this column has none)
+    proxy_port: int = 0  # a PROXY-protocol listener beside the plain one
+    has_edge = False  # wsproxy and HAProxy listen with TLS and the PROXY protocol too
 
     @property
     def pid(self) -> int | None:
@@ -81,6 +87,8 @@ class Column:
         for _ in range(START_TRIES):
             self.note = ""
             self.port = free_port()
+            if self.has_edge and self.edge is not None:
+                self.tls_port, self.proxy_port = free_port(), free_port()
             argv = self.argv()
             if argv is None:
                 return
@@ -127,6 +135,8 @@ class Direct(Column):
 
 
 class Haproxy(Column):
+    has_edge = True
+
     def argv(self) -> list[str] | None:
         exe = shutil.which("haproxy")
         if exe is None:
@@ -137,7 +147,13 @@ class Haproxy(Column):
         nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
         # HAProxy refuses to start when 2*maxconn (+ a few) exceeds the fd limit it may not raise.
         maxconn = (nofile - HAPROXY_FD_RESERVE) // 2
-        cfg.write_text(HAPROXY_CFG.format(port=self.port, servers=servers, maxconn=maxconn))
+        binds = ""
+        if self.edge is not None:
+            binds = (
+                f"    bind 127.0.0.1:{self.tls_port} backlog 4096 ssl crt {self.edge.combined} alpn http/1.1\n"
+                f"    bind 127.0.0.1:{self.proxy_port} backlog 4096 accept-proxy\n"
+            )
+        cfg.write_text(HAPROXY_CFG.format(port=self.port, servers=servers, maxconn=maxconn, edge_binds=binds))
         return [exe, "-db", "-f", str(cfg)]
 
 
@@ -153,6 +169,7 @@ class Wsproxy(Column):
 
     flags: list[str] = field(default_factory=lambda: list(WSPROXY_LEAN_ARGS))
     subscribe: bool = False
+    has_edge = True
 
     def control_path(self) -> str:
         return str(self.workdir / f"{self.name}.ctl.sock")
@@ -172,11 +189,18 @@ class Wsproxy(Column):
             "serve",
             "--listen",
             f"127.0.0.1:{self.port}",
+            *self.edge_listeners(),
             *backs,
             *self.flags,
             "--control",
             ctl,
         ]
+
+    def edge_listeners(self) -> list[str]:
+        if self.edge is None:
+            return []
+        tls = f"127.0.0.1:{self.tls_port},cert={self.edge.cert},key={self.edge.key}"
+        return ["--listen", tls, "--listen", f"127.0.0.1:{self.proxy_port},proxy_protocol"]
 
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -201,7 +225,12 @@ def with_access_log(flags: list[str], workdir: Path) -> list[str]:
 
 
 def make_columns(
-    names: list[str], backends: list[int], workdir: Path, lean: list[str], features: list[str]
+    names: list[str],
+    backends: list[int],
+    workdir: Path,
+    lean: list[str],
+    features: list[str],
+    edge: EdgeFiles | None = None,
 ) -> list[Column]:
     """Columns in display order."""
     make: dict[str, Callable[[], Column]] = {
@@ -213,4 +242,7 @@ def make_columns(
         "haproxy": lambda: Haproxy("haproxy", backends, workdir),
         "naive": lambda: Naive("naive", backends, workdir),
     }
-    return [make[n]() for n in COLUMN_NAMES if n in names]
+    columns = [make[n]() for n in COLUMN_NAMES if n in names]
+    for column in columns:
+        column.edge = edge if column.has_edge else None
+    return columns

@@ -8,7 +8,16 @@ from typing import Any
 from scenarios import Scenario, Settings
 
 Results = dict[str, dict[str, dict[str, Any] | None]]  # scenario key -> column -> figures (None: not run)
-RATIO_KEYS = {"rate", "p50", "p99", "p999", "cpu", "rss"}  # rows where wsproxy/HAProxy means something
+RATIO_KEYS = {
+    "rate",
+    "p50",
+    "p99",
+    "p999",
+    "cpu",
+    "rss",
+    "rate_plain",
+    "cpu_plain",
+}  # rows where wsproxy/HAProxy means something
 RATIOS = [("wsproxy", "haproxy", "ws/hap"), ("wsproxy+feat", "haproxy", "feat/hap")]
 NOISE_PCT = 5.0  # a proxy kept waiting for its core longer than this share of a run makes its figures suspect
 FAIR_NOTE = (

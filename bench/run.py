@@ -22,6 +22,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
+from edge import make_edge_files
 from loadgen import LOAD_CPU, PROXY_CPU
 from measure import CoreTimes, time_wait_sockets
 from procs import Launcher, free_port, raise_nofile, wait_port
@@ -89,6 +90,9 @@ def run_scenario(
     for col in cols:
         if sc.proxied_only and col.name == "direct":
             results[sc.key][col.name] = None
+            continue
+        if (sc.needs == "tls" and not col.tls_port) or (sc.needs == "proxy" and not col.proxy_port):
+            results[sc.key][col.name] = None  # no such listener in this column (or no certificate: see notes)
             continue
         if sc.key == "ws-idle":
             col.restart(launcher)  # memory is read from a fresh process
@@ -195,7 +199,10 @@ def main(argv: list[str] | None = None) -> int:
         )
         for pt in ports:
             wait_port(pt, backend)
-        cols = make_columns(names, ports, workdir, shlex.split(args.lean_args), shlex.split(args.features_args))
+        edge = make_edge_files(workdir) if any(sc.needs for sc in scenarios) else None
+        if edge is None and any(sc.needs == "tls" for sc in scenarios):
+            print("note: trustme is not installed (pip install -e '.[test]'): no TLS scenarios", file=sys.stderr)
+        cols = make_columns(names, ports, workdir, shlex.split(args.lean_args), shlex.split(args.features_args), edge)
         for col in cols:
             col.start(launcher)
             print(f"  {col.name:13s} {'port ' + str(col.port) if col.available else col.note}", file=sys.stderr)

@@ -52,6 +52,7 @@ class Scenario:
     summary: list[str]  # figure keys shown in the closing comparison
     run: Callable[[Launcher, Column, Settings], Metrics]
     proxied_only: bool = False  # direct has nothing to measure here
+    needs: str = ""  # "tls" or "proxy": only columns with such a listener (wsproxy, HAProxy) run it
 
 
 def _window(w: Window, units: float, per: float, key: str) -> Metrics:
@@ -151,6 +152,66 @@ def ws_idle(launcher: Launcher, col: Column, s: Settings) -> Metrics:
         "rss_before": res["rss_before_kib"] / 1024,
         "rss_after": res["rss_after_kib"] / 1024,
     }
+
+
+def tls_handshake(launcher: Launcher, col: Column, s: Settings) -> Metrics:
+    assert col.edge is not None
+    res, w = run_ws(
+        launcher, "handshake", col.tls_port, col.pid, s.duration, conns=s.handshake_workers, tls=str(col.edge.ca)
+    )
+    return {
+        "rate": res["rate"],
+        "p50": res["p50"],
+        "p99": res["p99"],
+        "errors": res["errors"],
+        **_window(w, res["handshakes"], 1e6, "cpu"),
+    }
+
+
+def tls_bulk(launcher: Launcher, col: Column, s: Settings) -> Metrics:
+    res, w = run_wrk(
+        launcher, col.tls_port, col.pid, path="/bulk", conns=s.bulk_conns, duration=s.wrk_seconds, scheme="https"
+    )
+    nbytes = res["requests"] * len(BULK_KA)
+    return {
+        "rate": nbytes / res["seconds"] / 1e6,
+        "p50": res["p50"],
+        "errors": res["errors"],
+        **_window(w, nbytes / GIB, 1e3, "cpu"),
+    }
+
+
+def tls_echo(launcher: Launcher, col: Column, s: Settings) -> Metrics:
+    assert col.edge is not None
+    res, w = run_ws(
+        launcher, "echo", col.tls_port, col.pid, s.duration, conns=s.ws_conns, size=s.ws_size, tls=str(col.edge.ca)
+    )
+    return {
+        "rate": res["rate"],
+        "p50": res["p50"],
+        "p99": res["p99"],
+        "errors": res["connect_failures"],
+        **_window(w, res["messages"], 1e6, "cpu"),
+    }
+
+
+def proxy_churn(launcher: Launcher, col: Column, s: Settings) -> Metrics:
+    """The same churn on the plain listener and on the PROXY-protocol one (v2 header), back to back."""
+    plain, w_plain = run_ws(launcher, "churn", col.port, col.pid, s.duration, conns=s.http_conns)
+    proxied, w_proxied = run_ws(
+        launcher, "churn", col.proxy_port, col.pid, s.duration, conns=s.http_conns, **{"proxy-header": "v2"}
+    )
+    plain_cost = _window(w_plain, plain["connections"], 1e6, "cpu")
+    figures = {
+        "rate": proxied["rate"],
+        "rate_plain": plain["rate"],
+        "cpu_plain": plain_cost["cpu"],
+        "errors": plain["errors"] + proxied["errors"],
+        **_window(w_proxied, proxied["connections"], 1e6, "cpu"),
+    }
+    if figures["cpu"] and figures["cpu_plain"]:
+        figures["proxy_vs_plain"] = figures["cpu"] / figures["cpu_plain"]
+    return figures
 
 
 _CORES = [
@@ -261,6 +322,68 @@ SCENARIOS: list[Scenario] = [
         ["rss"],
         ws_idle,
         proxied_only=True,
+    ),
+    Scenario(
+        8,
+        "tls-handshake",
+        "New WebSocket connections over TLS (ECDSA P-256, full handshakes, {handshake_workers} workers, {duration}s)",
+        [
+            ("rate", "handshakes/s"),
+            ("p50", "TLS + upgrade p50 ms"),
+            ("p99", "TLS + upgrade p99 ms"),
+            ("cpu", "proxy CPU µs/TLS handshake"),
+            *_CORES,
+            ("errors", "errors"),
+        ],
+        ["cpu"],
+        tls_handshake,
+        proxied_only=True,
+        needs="tls",
+    ),
+    Scenario(
+        9,
+        "tls-bulk",
+        "Bulk over TLS: 1 MiB responses (wrk -t1 -c{bulk_conns} -d{wrk_seconds}s https://…/bulk)",
+        [("rate", "MB/s"), ("p50", "latency p50 ms"), ("cpu", "proxy CPU ms/GiB"), *_CORES, ("errors", "errors")],
+        ["cpu"],
+        tls_bulk,
+        proxied_only=True,
+        needs="tls",
+    ),
+    Scenario(
+        10,
+        "tls-echo",
+        "WebSocket echo over TLS, {ws_conns} connections closed loop, {ws_size}-byte messages, {duration}s",
+        [
+            ("rate", "messages/s"),
+            ("p50", "RTT p50 ms"),
+            ("p99", "RTT p99 ms"),
+            ("cpu", "proxy CPU µs/message"),
+            *_CORES,
+            ("errors", "connect failures"),
+        ],
+        ["cpu"],
+        tls_echo,
+        proxied_only=True,
+        needs="tls",
+    ),
+    Scenario(
+        11,
+        "proxy-churn",
+        "New connection per request on a PROXY-protocol listener (v2 header) vs the plain one ({http_conns} workers)",
+        [
+            ("rate_plain", "plain: connections/s"),
+            ("cpu_plain", "plain: proxy CPU µs/connection"),
+            ("rate", "PROXY: connections/s"),
+            ("cpu", "PROXY: proxy CPU µs/connection"),
+            ("proxy_vs_plain", "PROXY / plain CPU per connection"),
+            *_CORES,
+            ("errors", "errors"),
+        ],
+        ["cpu_plain", "cpu", "proxy_vs_plain"],
+        proxy_churn,
+        proxied_only=True,
+        needs="proxy",
     ),
 ]
 

@@ -5,7 +5,10 @@ Subcommands (each prints `START` and `STOP` around its measured window, then one
 - `open`:      N connections, messages at a fixed total rate (open loop) -> RTT percentiles;
 - `handshake`: C workers each looping connect + upgrade + close handshake -> handshakes/s;
 - `idle`:      open N connections, print `READY n`, hold them until a line arrives on stdin (no START/STOP);
-- `sse`:       attach one event-stream subscriber to a unix-socket control API and read until SIGTERM.
+- `sse`:       attach one event-stream subscriber to a unix-socket control API and read until SIGTERM;
+- `churn`:     C workers each looping connect + (a PROXY header) + `GET / Connection: close` -> connections/s.
+
+`--tls CAFILE` makes echo and handshake speak TLS (verified against CAFILE, SNI `--server-name`).
 
 Frames the client sends are masked with the all-zero key (RFC 6455 allows any key; this one costs no XOR).
 """
@@ -17,6 +20,7 @@ import asyncio
 import gc
 import json
 import signal
+import ssl
 import sys
 import time
 from collections import deque
@@ -117,6 +121,9 @@ class WsConn(asyncio.Protocol):
         self.transport = None
 
 
+TLS: dict[str, Any] = {}  # ssl= and server_hostname= for every connection, set by --tls
+
+
 async def connect(
     host: str, port: int, on_frame: Callable[[WsConn], None] | None = None, source: str | None = None
 ) -> WsConn:
@@ -124,7 +131,7 @@ async def connect(
     loop = asyncio.get_running_loop()
     req = upgrade_request(host, port)
     local = (source, 0) if source else None
-    _, proto = await loop.create_connection(lambda: WsConn(req, on_frame), host, port, local_addr=local)
+    _, proto = await loop.create_connection(lambda: WsConn(req, on_frame), host, port, local_addr=local, **TLS)
     await asyncio.wait_for(proto.open, CONNECT_TIMEOUT)
     return proto
 
@@ -339,9 +346,74 @@ async def run_sse(a: argparse.Namespace) -> None:
     result(bytes=total)
 
 
+CHURN_REQUEST = b"GET / HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n"
+
+
+class Churn(asyncio.Protocol):
+    """One short connection: optional PROXY header and the request in one write, then read until the server closes."""
+
+    def __init__(self, first: bytes) -> None:
+        self.first = first
+        self.done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self.size = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport.write(self.first)  # type: ignore[attr-defined]
+
+    def data_received(self, data: bytes) -> None:
+        self.size += len(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.done.done():
+            self.done.set_result(self.size)
+
+
+def proxy_header(version: str, src: tuple[str, int], dst: tuple[str, int]) -> bytes:
+    """A PROXY v1 or v2 header (TCP over IPv4), as an L4 balancer in front would send."""
+    if version == "v1":
+        return f"PROXY TCP4 {src[0]} {dst[0]} {src[1]} {dst[1]}\r\n".encode()
+    packed = bytes(int(x) for x in src[0].split(".")) + bytes(int(x) for x in dst[0].split("."))
+    ports = src[1].to_bytes(2, "big") + dst[1].to_bytes(2, "big")
+    return b"\r\n\r\n\x00\r\nQUIT\n\x21\x11\x00\x0c" + packed + ports
+
+
+async def run_churn(a: argparse.Namespace) -> None:
+    loop = asyncio.get_running_loop()
+    clock = time.perf_counter_ns
+    done = errors = 0
+    stop_at = 0
+
+    async def worker(i: int) -> None:
+        nonlocal done, errors
+        while clock() < stop_at:
+            header = b""
+            if a.proxy_header:
+                header = proxy_header(
+                    a.proxy_header, (f"10.0.{i % 250}.{done % 250 + 1}", 40000 + i), ("10.1.0.1", 443)
+                )
+            try:
+                first = header + CHURN_REQUEST
+                _, proto = await loop.create_connection(lambda first=first: Churn(first), a.host, a.port)
+                if await asyncio.wait_for(proto.done, CONNECT_TIMEOUT):
+                    done += 1
+                else:
+                    errors += 1
+            except (TimeoutError, OSError):
+                errors += 1
+                await asyncio.sleep(0.01)
+
+    mark("START")
+    t0 = clock()
+    stop_at = t0 + int(a.duration * 1e9)
+    await asyncio.gather(*(worker(i) for i in range(a.conns)))
+    elapsed = (clock() - t0) / 1e9
+    mark("STOP")
+    result(connections=done, errors=errors, seconds=elapsed, rate=done / elapsed)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("mode", choices=["echo", "open", "handshake", "idle", "sse"])
+    p.add_argument("mode", choices=["echo", "open", "handshake", "idle", "sse", "churn"])
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=0)
     p.add_argument("--conns", type=int, default=50)
@@ -351,9 +423,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--source", action="append", default=[], help="client source address (repeat)")
     p.add_argument("--unix", help="sse: control socket path")
     p.add_argument("--path", default="/v1/events/stream", help="sse: path to subscribe to")
+    p.add_argument("--tls", metavar="CAFILE", help="speak TLS, verifying against this CA")
+    p.add_argument("--server-name", default="bench.test", help="with --tls: the SNI and the name verified")
+    p.add_argument("--proxy-header", choices=["v1", "v2"], help="churn: send a PROXY header first")
     a = p.parse_args(argv)
+    if a.tls:
+        context = ssl.create_default_context(cafile=a.tls)
+        context.set_alpn_protocols(["http/1.1"])
+        TLS.update(ssl=context, server_hostname=a.server_name)
     gc.disable()  # a collection pause would show up as proxy latency; a bounded run needs no cycle collector
-    run = {"echo": run_echo, "open": run_open, "handshake": run_handshake, "idle": run_idle, "sse": run_sse}
+    run = {
+        "echo": run_echo, "open": run_open, "handshake": run_handshake, "idle": run_idle, "sse": run_sse,
+        "churn": run_churn,
+    }  # fmt: skip
     try:
         import uvloop
 
