@@ -185,16 +185,20 @@ class ListenerTls:
         self.by_reason: dict[str, int] = {}
         self.reloads = 0
         self.on_failure: Any = None  # a callable(listener address, reason) for the periodic summary
-        # The front context is only the entry point: the SNI callback (called with or without SNI) moves
-        # each handshake onto the current set's context, so a reload takes effect for the next handshake.
-        front = server_context(pairs[0])
+        # The front context (the first set's default) is the entry point: the SNI callback (called with or
+        # without SNI) moves a handshake onto another context only when the pick differs, so a reload takes
+        # effect for the next handshake and the common case pays no switch (SSL_set_SSL_CTX copies the
+        # certificate state).
+        front = self.certs.contexts[0]
         front.sni_callback = self._select
         front.sslobject_class = type("CountingSSLObject", (_CountingSSLObject,), {"listener_tls": self})
         self.front = front
 
-    def _select(self, sslobj: ssl.SSLObject, server_name: str | None, _context: ssl.SSLContext) -> None:
+    def _select(self, sslobj: ssl.SSLObject, server_name: str | None, context: ssl.SSLContext) -> None:
         sslobj.sni = server_name  # type: ignore[attr-defined]  # read for the handshake and access logs
-        sslobj.context = self.certs.pick(server_name)
+        target = self.certs.pick(server_name)
+        if target is not context:
+            sslobj.context = target
 
     def failed(self, reason: str) -> None:
         self.failures += 1
