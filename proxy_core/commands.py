@@ -28,9 +28,10 @@ from proxy_core.cli_format import (
 from proxy_core.client import ControlClient, ControlError, ControlUnavailable
 from proxy_core.config import MAX_WEIGHT, NAME_PATTERN, parse_address
 from proxy_core.errors import ConfigError
+from proxy_core.sources import CAP_DEADLINE, Source, open_source
 
 JSON = dict[str, Any]
-Action = Callable[[ControlClient, argparse.Namespace], Awaitable[int]]
+Action = Callable[[Source, argparse.Namespace], Awaitable[int]]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
 TOKEN_ENV = "WSPROXY_TOKEN"
@@ -46,8 +47,9 @@ class UsageError(Exception):
 
 
 def _name(text: str) -> str:
-    if not NAME_PATTERN.fullmatch(text):
-        raise argparse.ArgumentTypeError(f"invalid server name {text!r}: use 1-64 of A-Z a-z 0-9 _ . -")
+    """A server name, or POOL/NAME (HAProxy's BACKEND/SERVER)."""
+    if not all(NAME_PATTERN.fullmatch(part) for part in text.split("/", 1)):
+        raise argparse.ArgumentTypeError(f"invalid server name {text!r}: use 1-64 of A-Z a-z 0-9 _ . - (or POOL/NAME)")
     return text
 
 
@@ -110,6 +112,11 @@ def _common() -> argparse.ArgumentParser:
         help="the engine's control socket or TCP address (default: $WSPROXY_CONTROL, else the serve default)",
     )
     parent.add_argument("--token-file", metavar="PATH", help=f"bearer token for a TCP control API (or ${TOKEN_ENV})")
+    parent.add_argument(
+        "--haproxy",
+        metavar="PATH|HOST:PORT",
+        help="steer HAProxy through its runtime API (stats socket) instead of a wsproxy engine",
+    )
     return parent
 
 
@@ -201,7 +208,8 @@ def error(message: str) -> None:
 
 def run(args: argparse.Namespace, action: Action) -> int:
     """Run one subcommand against the engine and turn every failure into an exit code and one line."""
-    target = control_target(args.control)
+    haproxy = getattr(args, "haproxy", None)
+    target = haproxy or control_target(args.control)
     try:
         token = read_token(args.token_file)
     except UsageError as exc:
@@ -209,8 +217,8 @@ def run(args: argparse.Namespace, action: Action) -> int:
         return EXIT_USAGE
 
     async def main() -> int:
-        async with ControlClient(target, token=token) as client:
-            return await action(client, args)
+        async with open_source(control=None if haproxy else target, haproxy=haproxy, token=token) as source:
+            return await action(source, args)
 
     try:
         return asyncio.run(main())
@@ -218,7 +226,10 @@ def run(args: argparse.Namespace, action: Action) -> int:
         error(str(exc))
         return EXIT_USAGE
     except ControlUnavailable as exc:
-        error(f"cannot reach the engine at {exc}; is `wsproxy serve` running with this --control?")
+        if haproxy:
+            error(f"cannot reach HAProxy's runtime API at {exc}; is its `stats socket` at this path or address?")
+        else:
+            error(f"cannot reach the engine at {exc}; is `wsproxy serve` running with this --control?")
         return EXIT_UNREACHABLE
     except ControlError as exc:
         error(exc.message)
@@ -230,7 +241,7 @@ def run(args: argparse.Namespace, action: Action) -> int:
 # -- commands -------------------------------------------------------------------------------------
 
 
-async def cmd_status(client: ControlClient, args: argparse.Namespace) -> int:
+async def cmd_status(client: Source, args: argparse.Namespace) -> int:
     data = await client.status()
     if args.json:
         print(json.dumps(data, indent=2))
@@ -239,13 +250,13 @@ async def cmd_status(client: ControlClient, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-async def cmd_add(client: ControlClient, args: argparse.Namespace) -> int:
+async def cmd_add(client: Source, args: argparse.Namespace) -> int:
     server = await client.add(args.name, args.address, args.weight, args.max_conns)
     print(f"added {describe(server)}")
     return EXIT_OK
 
 
-async def cmd_drain(client: ControlClient, args: argparse.Namespace) -> int:
+async def cmd_drain(client: Source, args: argparse.Namespace) -> int:
     if args.timeout is not None and not args.wait:
         raise UsageError("drain: --timeout only applies with --wait")
     if args.dry_run:
@@ -253,41 +264,44 @@ async def cmd_drain(client: ControlClient, args: argparse.Namespace) -> int:
     since = int((await client.status()).get("totals", {}).get("last_seq", 0)) if args.wait else 0
     server = await client.drain(args.name, args.deadline, force=args.force)
     print(describe(server))
+    if args.deadline is not None and not args.wait and CAP_DEADLINE not in client.capabilities:
+        print(f"{args.name}: the deadline is kept by this command: it stays until the server is drained", flush=True)
+        args.wait = True
     if not args.wait:
         return EXIT_OK
     return await wait_drained(client, args.name, since, args.timeout, sys.stdout)
 
 
-async def cmd_undrain(client: ControlClient, args: argparse.Namespace) -> int:
+async def cmd_undrain(client: Source, args: argparse.Namespace) -> int:
     print(describe(await client.undrain(args.name)))
     return EXIT_OK
 
 
-async def _preview(client: ControlClient, args: argparse.Namespace, action: str, weight: int | None = None) -> int:
+async def _preview(client: Source, args: argparse.Namespace, action: str, weight: int | None = None) -> int:
     print(format_preview(await client.preview(action, args.name, weight, force=args.force)))
     return EXIT_OK
 
 
-async def cmd_weight(client: ControlClient, args: argparse.Namespace) -> int:
+async def cmd_weight(client: Source, args: argparse.Namespace) -> int:
     if args.dry_run:
         return await _preview(client, args, "weight", args.weight)
     print(describe(await client.set_weight(args.name, args.weight, force=args.force)))
     return EXIT_OK
 
 
-async def cmd_disable(client: ControlClient, args: argparse.Namespace) -> int:
+async def cmd_disable(client: Source, args: argparse.Namespace) -> int:
     if args.dry_run:
         return await _preview(client, args, "disable")
     print(describe(await client.disable(args.name, force=args.force)))
     return EXIT_OK
 
 
-async def cmd_enable(client: ControlClient, args: argparse.Namespace) -> int:
+async def cmd_enable(client: Source, args: argparse.Namespace) -> int:
     print(describe(await client.enable(args.name)))
     return EXIT_OK
 
 
-async def cmd_remove(client: ControlClient, args: argparse.Namespace) -> int:
+async def cmd_remove(client: Source, args: argparse.Namespace) -> int:
     if args.dry_run:
         return await _preview(client, args, "remove")
     result = await client.remove(args.name, force=args.force)
@@ -295,7 +309,7 @@ async def cmd_remove(client: ControlClient, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-async def cmd_rebalance(client: ControlClient, args: argparse.Namespace) -> int:
+async def cmd_rebalance(client: Source, args: argparse.Namespace) -> int:
     if args.timeout is not None and not args.wait:
         raise UsageError("rebalance: --timeout only applies with --wait")
     if args.dry_run:
@@ -308,7 +322,7 @@ async def cmd_rebalance(client: ControlClient, args: argparse.Namespace) -> int:
     return await wait_rebalanced(client, state, args.timeout, sys.stdout)
 
 
-async def wait_rebalanced(client: ControlClient, state: JSON, timeout: float | None, out: TextIO) -> int:
+async def wait_rebalanced(client: Source, state: JSON, timeout: float | None, out: TextIO) -> int:
     """`rebalance --wait`: exit 0 once it is done with nobody left on the wrong server, else 1 saying what is left."""
     loop = asyncio.get_running_loop()
     deadline = None if timeout is None else loop.time() + timeout
@@ -330,7 +344,9 @@ async def wait_rebalanced(client: ControlClient, state: JSON, timeout: float | N
     return EXIT_FAILED
 
 
-async def cmd_reload_certs(client: ControlClient, args: argparse.Namespace) -> int:
+async def cmd_reload_certs(client: Source, args: argparse.Namespace) -> int:
+    if not isinstance(client, ControlClient):
+        raise UsageError("reload-certs: only a wsproxy engine has certificates to reload")
     result = await client.reload_certs()
     listeners = result.get("listeners", [])
     for item in listeners:
@@ -340,7 +356,7 @@ async def cmd_reload_certs(client: ControlClient, args: argparse.Namespace) -> i
     return EXIT_OK
 
 
-async def cmd_events(client: ControlClient, args: argparse.Namespace) -> int:
+async def cmd_events(client: Source, args: argparse.Namespace) -> int:
     show: Callable[[JSON], str] = (lambda e: json.dumps(e)) if args.json else format_event
     since: int = args.since
     if args.follow:
@@ -358,7 +374,7 @@ async def cmd_events(client: ControlClient, args: argparse.Namespace) -> int:
         since = int(page["next"])
 
 
-async def cmd_wait_up(client: ControlClient, args: argparse.Namespace) -> int:
+async def cmd_wait_up(client: Source, args: argparse.Namespace) -> int:
     since = int((await client.status()).get("totals", {}).get("last_seq", 0))
     after = time.time() if args.fresh else None
     return await wait_up(client, args.name, since, args.timeout, sys.stdout, after)
@@ -367,7 +383,7 @@ async def cmd_wait_up(client: ControlClient, args: argparse.Namespace) -> int:
 # -- waiting ----------------------------------------------------------------------------------------
 
 
-async def _watch(client: ControlClient, since: int, name: str, wake: asyncio.Event) -> None:
+async def _watch(client: Source, since: int, name: str, wake: asyncio.Event) -> None:
     """Set `wake` on every event about `name`; the waits poll anyway, so a lost stream only slows them."""
     try:
         async for event in client.stream_events(since=since):
@@ -378,7 +394,7 @@ async def _watch(client: ControlClient, since: int, name: str, wake: asyncio.Eve
 
 
 async def _wait_for(
-    client: ControlClient,
+    client: Source,
     name: str,
     since: int,
     timeout: float | None,
@@ -413,7 +429,7 @@ async def _wait_for(
             await watcher
 
 
-async def wait_drained(client: ControlClient, name: str, since: int, timeout: float | None, out: TextIO) -> int:
+async def wait_drained(client: Source, name: str, since: int, timeout: float | None, out: TextIO) -> int:
     """`drain --wait`: exit 0 the moment the server has no connections, 1 at the timeout."""
     ok, server = await _wait_for(
         client,
@@ -432,7 +448,7 @@ async def wait_drained(client: ControlClient, name: str, since: int, timeout: fl
 
 
 async def wait_up(
-    client: ControlClient, name: str, since: int, timeout: float | None, out: TextIO, after: float | None = None
+    client: Source, name: str, since: int, timeout: float | None, out: TextIO, after: float | None = None
 ) -> int:
     """`wait-up`: exit 0 once the health check says up (with `after`, up by a check passed since then)."""
 

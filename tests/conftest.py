@@ -338,3 +338,25 @@ async def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float 
 def wsproxy_cli() -> Callable[..., Awaitable[CliResult]]:
     """`await wsproxy_cli("status", "--control", path)` -> CliResult."""
     return run_cli
+
+
+# -- HAProxy --------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def haproxy(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[Any]]]:
+    """Factory: `await haproxy(backends)` -> a HaproxyProc with s1..sN on those backends, stopped by PID."""
+    from tests.haproxy_support import HaproxyProc, start_haproxy
+
+    started: list[HaproxyProc] = []
+
+    async def make(backends: list[EchoBackend]) -> HaproxyProc:
+        ha = await start_haproxy(tmp_path, [(f"s{i + 1}", b.address) for i, b in enumerate(backends)])
+        started.append(ha)
+        return ha
+
+    try:
+        yield make
+    finally:
+        for ha in started:
+            await ha.stop()
