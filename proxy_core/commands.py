@@ -48,7 +48,10 @@ class UsageError(Exception):
 
 def _name(text: str) -> str:
     """A server name, or POOL/NAME (HAProxy's BACKEND/SERVER)."""
-    if not all(NAME_PATTERN.fullmatch(part) for part in text.split("/", 1)):
+    parts = text.split("/", 1)
+    if not all(NAME_PATTERN.fullmatch(part) for part in parts) or (
+        len(parts) == 2 and any(p.strip(".") == "" for p in parts)
+    ):
         raise argparse.ArgumentTypeError(f"invalid server name {text!r}: use 1-64 of A-Z a-z 0-9 _ . - (or POOL/NAME)")
     return text
 
