@@ -13,7 +13,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from proxy_core.client import ControlClient  # noqa: E402
+from proxy_core.sources.wsproxy import WsproxySource  # noqa: E402
 from tui.app import DashboardApp  # noqa: E402
 from tui.demo import start_demo  # noqa: E402
 from tui.launcher import Launcher  # noqa: E402
@@ -27,7 +27,7 @@ async def shoot(out: Path, warmup: float) -> None:
     launcher = Launcher()
     try:
         await start_demo(launcher)
-        source = LiveSource(ControlClient(uds=launcher.control_path))
+        source = LiveSource(WsproxySource(uds=launcher.control_path))
         app = DashboardApp(
             source,
             owns_engine=True,

@@ -8,15 +8,16 @@ import contextlib
 import sys
 from pathlib import Path
 
-from proxy_core.client import ControlClient, ControlError, ControlUnavailable
+from proxy_core.client import ControlError, ControlUnavailable
 from proxy_core.flags import add_engine_flags, default_control_path
+from proxy_core.sources import Source, open_source
 from tui.app import DashboardApp
 from tui.launcher import Launcher, LaunchError
 from tui.modals.quit import QuitChoice
 from tui.source import DataSource, LiveSource, ScriptedSource
 
 # Engine flags we pass through verbatim to `python -m proxy_core serve`.
-_NOT_ENGINE = {"attach", "demo", "read_only", "replay", "help", "control"}
+_NOT_ENGINE = {"attach", "demo", "read_only", "replay", "help", "control", "haproxy"}
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
@@ -29,6 +30,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     mode.add_argument("--attach", metavar="PATH|HOST:PORT", help="attach to a running engine")
     mode.add_argument("--demo", action="store_true", help="start local backends, engine and load")
     mode.add_argument("--replay", metavar="FILE", help="replay a JSONL recording (tui.record)")
+    mode.add_argument("--haproxy", metavar="PATH|HOST:PORT", help="attach to HAProxy's runtime API (its stats socket)")
     parser.add_argument("--read-only", action="store_true", help="hide every mutating action")
     add_engine_flags(parser)
     engine_only = argparse.ArgumentParser(add_help=False)
@@ -61,11 +63,11 @@ def read_token(path: str | None) -> str | None:
     return Path(path).read_text(encoding="utf-8").strip() if path else None
 
 
-async def probe(target: str, token: str | None) -> str | None:
-    """None if the engine answers at `target`, else why not."""
+async def probe(source: Source) -> str | None:
+    """None if the proxy answers, else why not."""
     try:
-        async with ControlClient(target, token=token, timeout=2.0) as client:
-            await client.status()
+        async with source:
+            await source.status()
     except (ControlUnavailable, ControlError) as exc:
         return str(exc)
     return None
@@ -81,6 +83,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.replay:
             source = ScriptedSource.from_file(args.replay, realtime=True)
+        elif args.haproxy:
+            problem = asyncio.run(probe(open_source(haproxy=args.haproxy)))
+            if problem is not None:
+                print(
+                    f"wsproxy-tui: error: HAProxy's runtime API does not answer at {args.haproxy}: {problem}",
+                    file=sys.stderr,
+                )
+                return 2
+            source = LiveSource(open_source(haproxy=args.haproxy))
         else:
             token = read_token(args.token_file)
             if args.demo or args.config or args.backend:
@@ -96,13 +107,13 @@ def main(argv: list[str] | None = None) -> int:
                 target = launcher.control_path
             else:
                 target = args.attach or args.control or default_control_path()
-                problem = asyncio.run(probe(target, token))
+                problem = asyncio.run(probe(open_source(control=target, token=token)))
                 if problem is not None:
                     print(f"wsproxy-tui: error: no engine answers at {target}: {problem}", file=sys.stderr)
                     print("start one with -c FILE / --backend HOST:PORT, or try --demo", file=sys.stderr)
                     return 2
             attach_hint = f"wsproxy-tui --attach {target}"
-            source = LiveSource(ControlClient(target, token=token))
+            source = LiveSource(open_source(control=target, token=token))
         owns_engine = launcher is not None
         app = DashboardApp(
             source,

@@ -59,6 +59,7 @@ class DashboardApp(App[QuitChoice | None], inherit_bindings=False):
         self.ops = Operations(self)
         self.status: JSON = {}
         self.link_lost = False
+        self.proxy_read_only = False
         self._drained: set[tuple[str, Any]] = set()
         #: The `started` time of the rebalance last seen running, until its end is announced.
         self._rebalance_running: Any = None
@@ -73,7 +74,19 @@ class DashboardApp(App[QuitChoice | None], inherit_bindings=False):
         bar.read_only, bar.target, bar.tz = self.read_only, self.source.description, self.source.tz
         bar.live = self.source.live
         self.main_screen.rebalance_bar.tz = self.source.tz
+        self.main_screen.show_handshakes(self.source.handshakes_missing)
         await self.source.start(self.post_message)
+
+    def _apply_capabilities(self) -> None:
+        """A source learns what it may do from its first answer (HAProxy: the socket's level): go read-only."""
+        reason = self.source.read_only_reason
+        if reason and not self.proxy_read_only:
+            self.proxy_read_only = True
+            self.read_only = True
+            bar = self.main_screen.status_bar
+            bar.read_only, bar.read_only_reason = True, reason
+            self.record_note(f"read-only: {reason}")
+            self.main_screen.refresh_bindings()
 
     def on_mount(self) -> None:
         loop = asyncio.get_running_loop()
@@ -110,6 +123,7 @@ class DashboardApp(App[QuitChoice | None], inherit_bindings=False):
         if not self.showing:
             return
         self.status = message.status
+        self._apply_capabilities()
         self.main_screen.apply_snapshot(message.status, message.now)
         self._announce_drained()
         self._announce_rebalance_end()

@@ -15,7 +15,9 @@ from typing import Any
 
 from textual.message import Message
 
-from proxy_core.client import ControlClient, ControlError, ControlUnavailable
+from proxy_core.client import ControlError, ControlUnavailable
+from proxy_core.sources import CAP_HANDSHAKES, Source
+from proxy_core.sources.wsproxy import WSPROXY_CAPABILITIES
 from tui.messages import EventsReceived, LinkLost, LinkRestored, RatesUpdated, SnapshotUpdated
 from tui.model import PoolModel
 
@@ -46,6 +48,23 @@ class DataSource(ABC):
     description: str = ""
     #: False for a replayed script: the status bar says "replay", not "live".
     live: bool = True
+
+    @property
+    def capabilities(self) -> frozenset[str]:
+        """What the proxy behind can do (proxy_core.sources CAP_*); a script plays a wsproxy engine."""
+        return WSPROXY_CAPABILITIES
+
+    @property
+    def read_only_reason(self) -> str | None:
+        """Why the proxy refuses actions (a socket below admin level), or None."""
+        return None
+
+    @property
+    def handshakes_missing(self) -> str | None:
+        """Why there is no handshake log, or None when there is one."""
+        if CAP_HANDSHAKES in self.capabilities:
+            return None
+        return "no handshake log: this proxy's API does not report WebSocket handshakes"
 
     @abstractmethod
     def now(self) -> float:
@@ -109,11 +128,11 @@ class DataSource(ABC):
 
 
 class LiveSource(DataSource):
-    """Polls a running engine and follows its event stream; survives the engine going away."""
+    """Polls any proxy Source and follows its event stream; survives the proxy going away."""
 
     def __init__(
         self,
-        client: ControlClient,
+        client: Source,
         *,
         status_interval: float = STATUS_INTERVAL_S,
         rates_interval: float = RATES_INTERVAL_S,
@@ -137,6 +156,14 @@ class LiveSource(DataSource):
 
     def now(self) -> float:
         return time.time()
+
+    @property
+    def capabilities(self) -> frozenset[str]:
+        return self.client.capabilities
+
+    @property
+    def read_only_reason(self) -> str | None:
+        return self.client.read_only_reason
 
     async def start(self, post: Post) -> None:
         self._post = post

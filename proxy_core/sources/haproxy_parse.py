@@ -226,7 +226,8 @@ def build_status(
             "kind": "haproxy",
             "version": info.get("Version", "?"),
             "pid": _int(info, "Pid"),
-            "started": now - uptime,
+            # Start_time_sec is stable across polls (now - uptime drifts by a second): it is the identity.
+            "started": float(_int(info, "Start_time_sec")) or now - uptime,
             "uptime_s": uptime,
             "control": target,
             "balance": ",".join(sorted(set(algos.values()))) or "?",

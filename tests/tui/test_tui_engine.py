@@ -15,6 +15,7 @@ from tui_support import SIZE, unit, wait_until
 from websockets.asyncio.client import ClientConnection, connect
 
 from proxy_core.client import ControlClient
+from proxy_core.sources.wsproxy import WsproxySource
 from tui.app import DashboardApp
 from tui.demo import listen_address, start_backends
 from tui.launcher import Child, Launcher, LaunchError
@@ -77,7 +78,7 @@ def bar_text(app: DashboardApp) -> str:
 
 def live_app(stack: Stack) -> DashboardApp:
     """A dashboard attached to the stack's engine."""
-    source = LiveSource(ControlClient(uds=stack.launcher.control_path))
+    source = LiveSource(WsproxySource(uds=stack.launcher.control_path))
     return DashboardApp(source, attach_hint=f"wsproxy-tui --attach {stack.launcher.control_path}")
 
 
@@ -231,7 +232,7 @@ async def test_record_then_replay(stack: Stack) -> None:
 async def test_live_state_changes_show_at_once_with_slow_status_polls(stack: Stack) -> None:
     """With the event stream open, status is polled slowly; a state change or an action made elsewhere (an
     operator event) still fetches a fresh status at once, so the table never waits for the next poll."""
-    source = LiveSource(ControlClient(uds=stack.launcher.control_path), streaming_status_interval=120.0)
+    source = LiveSource(WsproxySource(uds=stack.launcher.control_path), streaming_status_interval=120.0)
     app = DashboardApp(source, attach_hint="")
     async with app.run_test(size=SIZE) as pilot:
         await wait_until(pilot, lambda: cell(app, "b2", "state") == "up", "b2 up")

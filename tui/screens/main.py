@@ -8,7 +8,7 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
-from textual.widgets import DataTable, Footer, Input, Log
+from textual.widgets import DataTable, Footer, Input, Log, Static
 
 from tui.screens.actions import SERVER_BINDINGS, ServerActionsScreen
 from tui.widgets.backends import BackendsTable
@@ -48,6 +48,7 @@ class MainScreen(ServerActionsScreen):
         self.graphs = Graphs(id="graphs")
         self.events_pane = EventsPane(id="events")
         self.handshakes = HandshakeLog(id="handshakes")
+        self.handshakes_off = Static("", id="handshakes-off")
 
     def compose(self) -> ComposeResult:
         yield self.status_bar
@@ -58,6 +59,7 @@ class MainScreen(ServerActionsScreen):
             yield self.graphs
             yield self.events_pane
         yield self.handshakes
+        yield self.handshakes_off
         yield Input(placeholder="filter (substring, !inverse), Enter keeps, Esc clears", id="filter")
         yield Footer()
 
@@ -66,6 +68,12 @@ class MainScreen(ServerActionsScreen):
         self.edge_bar.display = False
         self.backends.focus()
         await self.dashboard.start_source()
+
+    def show_handshakes(self, missing: str | None) -> None:
+        """Hide the handshake log, with one line saying why, when the source has none to give."""
+        self.handshakes.display = missing is None
+        self.handshakes_off.display = missing is not None
+        self.handshakes_off.update(missing or "")
 
     def selected_server(self) -> str | None:
         return self.backends.selected_name

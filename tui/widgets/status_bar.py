@@ -23,6 +23,7 @@ class StatusBar(Static):
         self.retry_in = 0.0
         self.error = ""
         self.read_only = False
+        self.read_only_reason = ""
         self.live = True
         self.target = ""
         self.tz: tzinfo | None = None
@@ -58,11 +59,14 @@ class StatusBar(Static):
             parts.append(Content.from_markup("[b $warning]ENGINE STOPPING (draining)[/]"))
         if self.read_only:
             parts.append(Content.from_markup("[b $warning]READ-ONLY[/]"))
+            if self.read_only_reason:
+                parts.append(Content(self.read_only_reason))
         if engine:
             parts.append(
                 Content.from_markup(
-                    "wsproxy $version pid $pid up $up  ·  $listen  ·  $balance  ·  "
+                    "$kind $version pid $pid up $up  ·  $listen  ·  $balance  ·  "
                     "conns $active/$total  ·  handshakes $hs  ·  in $bin out $bout",
+                    kind=str(engine.get("kind", "wsproxy")),
                     version=str(engine.get("version", "?")),
                     pid=str(engine.get("pid", "?")),
                     up=fmt.duration(engine.get("uptime_s")),
