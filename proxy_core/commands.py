@@ -267,12 +267,13 @@ async def cmd_drain(client: Source, args: argparse.Namespace) -> int:
     since = int((await client.status()).get("totals", {}).get("last_seq", 0)) if args.wait else 0
     server = await client.drain(args.name, args.deadline, force=args.force)
     print(describe(server))
+    name = str(server.get("name") or args.name)  # the source's full name (HAProxy: BACKEND/SERVER)
     if args.deadline is not None and not args.wait and CAP_DEADLINE not in client.capabilities:
-        print(f"{args.name}: the deadline is kept by this command: it stays until the server is drained", flush=True)
+        print(f"{name}: the deadline is kept by this command: it stays until the server is drained", flush=True)
         args.wait = True
     if not args.wait:
         return EXIT_OK
-    return await wait_drained(client, args.name, since, args.timeout, sys.stdout)
+    return await wait_drained(client, name, since, args.timeout, sys.stdout)
 
 
 async def cmd_undrain(client: Source, args: argparse.Namespace) -> int:

@@ -209,3 +209,24 @@ async def test_unreachable_socket_and_cli_exit_codes(ha: tuple[HaproxyProc, list
     assert result.code == 3 and "runtime API" in result.err
     result = await run_cli("drain", "bad name", "--haproxy", proc.admin)
     assert result.code == 2
+
+
+async def test_cli_drain_deadline_stays_and_remove(ha: tuple[HaproxyProc, list[EchoBackend]]) -> None:
+    """`drain --deadline` against HAProxy keeps the deadline itself (closes the session, exits 0 drained);
+    `remove` prints `removed be/s3` and the server is gone from `show servers state`."""
+    proc, _ = ha
+    async with HaproxySource(proc.admin, interval=0.05) as source:
+        await all_up(source)
+        await source.disable("s2")
+        await source.disable("s3")
+        (ws,) = await open_clients(proc, 1)
+        await source.enable("s2")
+        await source.enable("s3")
+        await all_up(source)
+    result = await run_cli("drain", "s1", "--deadline", "0.5", "--haproxy", proc.admin, timeout=20.0)
+    assert result.code == 0, result.err
+    assert "the deadline is kept by this command" in result.out and "be/s1 drained: safe to restart" in result.out
+    await asyncio.wait_for(ws.wait_closed(), unit(5.0))
+    result = await run_cli("remove", "s3", "--haproxy", proc.admin)
+    assert (result.code, result.out.strip()) == (0, "removed be/s3"), result.err
+    assert await proc.server_state("be/s3") == {}

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
-from textual.widgets import Log
-from tui_support import SIZE, wait_until
+from textual.widgets import DataTable, Log
+from tui_support import SIZE, unit, wait_until
+from websockets.asyncio.client import connect
 
 from proxy_core.sources.haproxy import HaproxySource
 from tests.conftest import EchoBackend
 from tui.app import DashboardApp
+from tui.modals.confirm import ConfirmModal
+from tui.screens.detail import DetailScreen
 from tui.source import LiveSource
 
 FDRAIN = 0x08
@@ -64,3 +68,27 @@ async def test_dashboard_read_only_on_a_user_level_socket(haproxy: Any, echo_bac
         await pilot.pause(0.3)
         assert (await proc.server_state("be/s1"))["srv_admin_state"] == "0"
         assert cell(app, "be/s1", "state") == "up"
+
+
+async def test_detail_lists_sessions_and_closes_one(haproxy: Any, echo_backends: Any) -> None:
+    """The detail screen lists a server's HAProxy sessions (`show sess`); `k` + confirm shuts that session down."""
+    backends: list[EchoBackend] = await echo_backends(1)
+    proc = await haproxy(backends)
+    app = DashboardApp(LiveSource(HaproxySource(proc.admin, interval=0.1)))
+    ws = await connect(f"ws://127.0.0.1:{proc.port}/", open_timeout=unit(5))
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_until(pilot, lambda: cell(app, "be/s1", "active") == "1", "one session")
+            app.main_screen.backends.select("be/s1")
+            await pilot.press("enter")
+            screen = app.screen
+            assert isinstance(screen, DetailScreen)
+            table = screen.query_one("#detail-conns", DataTable)
+            await wait_until(pilot, lambda: table.row_count == 1 and screen.selected_connection(), "session listed")
+            await pilot.press("k")
+            assert isinstance(app.screen, ConfirmModal)
+            await pilot.click("#confirm")
+            await asyncio.wait_for(ws.wait_closed(), unit(5))
+            await wait_until(pilot, lambda: "closed" in events_text(app), "close recorded")
+    finally:
+        await ws.close()
