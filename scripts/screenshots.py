@@ -7,19 +7,38 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import shutil
+import socket
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from proxy_core.sources.haproxy import HaproxySource  # noqa: E402
 from proxy_core.sources.wsproxy import WsproxySource  # noqa: E402
 from tui.app import DashboardApp  # noqa: E402
-from tui.demo import start_demo  # noqa: E402
+from tui.demo import start_backends, start_demo  # noqa: E402
 from tui.launcher import Launcher  # noqa: E402
 from tui.source import LiveSource  # noqa: E402
 
 SIZE = (140, 42)
+HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
+HAPROXY_CFG = """global
+    stats socket {sock} level admin
+defaults
+    mode tcp
+    timeout connect 1s
+    timeout client 60s
+    timeout server 60s
+frontend fe_ws
+    bind 127.0.0.1:{port}
+    default_backend be_ws
+backend be_ws
+    balance roundrobin
+{servers}
+"""
 
 
 async def shoot(out: Path, warmup: float) -> None:
@@ -62,6 +81,41 @@ async def shoot(out: Path, warmup: float) -> None:
         launcher.cleanup()
 
 
+async def shoot_haproxy(out: Path, warmup: float) -> None:
+    """The same dashboard attached to an HAProxy in front of three demo backends, one of them stopped."""
+    launcher = Launcher()
+    try:
+        addresses = await start_backends(launcher, ["s1", "s2", "s3"])
+        sock = launcher.workdir / "haproxy.sock"
+        servers = "\n".join(f"    server {n} {a} check inter 500 rise 2 fall 3" for n, a in addresses.items())
+        cfg = launcher.workdir / "haproxy.cfg"
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        cfg.write_text(HAPROXY_CFG.format(sock=sock, servers=servers, port=port))
+        launcher.spawn("haproxy", [HAPROXY, "-db", "-f", str(cfg)])
+        source = HaproxySource(str(sock))
+        for _ in range(100):
+            with contextlib.suppress(Exception):
+                await source.status()
+                break
+            await asyncio.sleep(0.1)
+        await source.set_weight("s1", 3)
+        app = DashboardApp(LiveSource(source), attach_hint=f"wsproxy-tui --haproxy {sock}")
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.pause(warmup / 2)
+            launcher.stop(next(c for c in launcher.children if c.name == "backend-s3"))
+            app.main_screen.backends.select("be_ws/s2")
+            await pilot.press("d")
+            await pilot.pause(warmup / 2)
+            app.clear_notifications()
+            await pilot.pause(0.5)
+            app.save_screenshot("haproxy.svg", str(out))
+    finally:
+        launcher.stop_all()
+        launcher.cleanup()
+
+
 def main() -> None:
     """Parse flags and take the screenshots."""
     parser = argparse.ArgumentParser()
@@ -71,6 +125,8 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     asyncio.run(shoot(out, args.warmup))
+    if Path(HAPROXY).exists():
+        asyncio.run(shoot_haproxy(out, args.warmup))
     print(f"wrote {', '.join(sorted(p.name for p in out.glob('*.svg')))} to {out}")
 
 
