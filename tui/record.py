@@ -11,7 +11,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from proxy_core.client import ControlClient, ControlError, ControlUnavailable
+from proxy_core.client import ControlError, ControlUnavailable
+from proxy_core.sources import Source, open_source
 
 JSON = dict[str, Any]
 # Snapshots once a second and rates every five keep a minute's recording under a megabyte.
@@ -19,7 +20,7 @@ STATUS_EVERY_S = 1.0
 RATES_EVERY = 5
 
 
-async def record(client: ControlClient, seconds: float) -> list[JSON]:
+async def record(client: Source, seconds: float) -> list[JSON]:
     """Frames for `seconds`: status each second, rates every fifth, every event, details at the end."""
     start = time.time()
     frames: list[JSON] = [{"start": start}]
@@ -57,13 +58,15 @@ async def record(client: ControlClient, seconds: float) -> list[JSON]:
 def main(argv: list[str] | None = None) -> int:
     """`python -m tui.record --attach PATH --seconds 30 -o demo.jsonl`."""
     parser = argparse.ArgumentParser(prog="python -m tui.record")
-    parser.add_argument("--attach", required=True, metavar="PATH|HOST:PORT")
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--attach", metavar="PATH|HOST:PORT", help="a wsproxy engine's control API")
+    where.add_argument("--haproxy", metavar="PATH|HOST:PORT", help="HAProxy's runtime API")
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("-o", "--output", required=True, metavar="FILE")
     args = parser.parse_args(argv)
 
     async def run() -> list[JSON]:
-        async with ControlClient(args.attach) as client:
+        async with open_source(control=args.attach, haproxy=args.haproxy) as client:
             return await record(client, args.seconds)
 
     try:

@@ -258,7 +258,7 @@ async def test_live_rebalance_plan_start_and_progress() -> None:
         for i in range(6):  # six clients, each from its own loopback address, all on b1
             ws = await connect(f"ws://{listen}/ws", open_timeout=unit(5), local_addr=(f"127.0.0.{20 + i}", 0))
             clients.append(ws)
-        source = LiveSource(ControlClient(uds=launcher.control_path))
+        source = LiveSource(WsproxySource(uds=launcher.control_path))
         app = DashboardApp(source)
         async with app.run_test(size=SIZE) as pilot:
             await wait_until(pilot, lambda: cell(app, "b1", "active") == "6", "six clients on b1")
