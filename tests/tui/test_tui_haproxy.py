@@ -46,6 +46,7 @@ async def test_dashboard_over_haproxy(haproxy: Any, echo_backends: Any) -> None:
         await wait_until(pilot, lambda: "be/s2" in events_text(app) and "down" in events_text(app), "state event")
         app.main_screen.backends.select("be/s1")
         await pilot.press("d")
+        await pilot.press("enter")  # the drain confirmation (HAProxy has no impact preview: it says so)
         await wait_until(pilot, lambda: cell(app, "be/s1", "state").startswith("drain"), "drain shown")
         assert int((await proc.server_state("be/s1"))["srv_admin_state"]) & FDRAIN
         await pilot.press("u")
