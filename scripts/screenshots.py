@@ -67,6 +67,8 @@ async def shoot(out: Path, warmup: float) -> None:
 
             app.main_screen.backends.select("b2")
             await pilot.press("d")
+            await pilot.pause(0.5)
+            await pilot.press("enter")  # the confirmation with its impact preview
             await pilot.pause(6.0)
             app.clear_notifications()
             await pilot.pause(0.5)
@@ -94,6 +96,7 @@ async def shoot_haproxy(out: Path, warmup: float) -> None:
             port = probe.getsockname()[1]
         cfg.write_text(HAPROXY_CFG.format(sock=sock, servers=servers, port=port))
         launcher.spawn("haproxy", [HAPROXY, "-db", "-f", str(cfg)])
+        launcher.spawn("load", [sys.executable, "-m", "tui.demo_load", "--target", f"127.0.0.1:{port}"])
         source = HaproxySource(str(sock))
         for _ in range(100):
             with contextlib.suppress(Exception):
@@ -107,6 +110,8 @@ async def shoot_haproxy(out: Path, warmup: float) -> None:
             launcher.stop(next(c for c in launcher.children if c.name == "backend-s3"))
             app.main_screen.backends.select("be_ws/s2")
             await pilot.press("d")
+            await pilot.pause(0.5)
+            await pilot.press("enter")  # HAProxy has no impact preview: the confirmation says so
             await pilot.pause(warmup / 2)
             app.clear_notifications()
             await pilot.pause(0.5)
