@@ -42,6 +42,8 @@ class Edge:
         """A listener for these settings, certificates loaded and checked; raises ConfigError naming a bad file."""
         listener = Listener(listen.host, listen.port, reuse_port=reuse_port)
         board = self.board
+        tls: ListenerTls | None = None
+        handshake_timeout = self.config.timeouts.head or DEFAULT_HANDSHAKE_TIMEOUT_S
         if listen.tls:
             where = format_address(listen.host, listen.port)
             try:
@@ -49,15 +51,20 @@ class Edge:
             except CertProblem as exc:
                 raise ConfigError(f"listener {where}", exc.path, exc.problem) from exc
             tls.on_failure = self._tls_failed
-            listener.ssl = tls.front
-            listener.ssl_handshake_timeout = self.config.timeouts.head or DEFAULT_HANDSHAKE_TIMEOUT_S
-            listener.factory = lambda: TlsClientSide(board, listener.address)
             listener.edge_tls = tls
-        elif listen.proxy_protocol:
+        if listen.proxy_protocol:
+            # The header comes first in plaintext; with TLS the gate starts the handshake after it.
             intake = ProxyIntake(board, listen, self.config.timeouts.head)
             intake.listener = listener
+            if tls is not None:
+                intake.tls = tls
+                intake.tls_handshake_timeout = handshake_timeout
             listener.factory = intake.gate
             listener.edge_intake = intake
+        elif tls is not None:
+            listener.ssl = tls.front
+            listener.ssl_handshake_timeout = handshake_timeout
+            listener.factory = lambda: TlsClientSide(board, listener.address)
         else:
             listener.factory = lambda: ClientSide(board, listener.address)
         return listener

@@ -84,14 +84,6 @@ def parse_networks(key: str, value: object) -> tuple[str, ...]:
     return tuple(networks)
 
 
-def _check_listener(key: str, listener: ListenerConfig) -> ListenerConfig:
-    if listener.tls and listener.proxy_protocol:
-        raise ConfigError(
-            key, "tls + proxy_protocol", "TLS and the PROXY protocol on one listener are not supported yet"
-        )
-    return listener
-
-
 def parse_listener(key: str, raw: object, parse_listen: Any) -> ListenerConfig:
     """One `[[listener]]` table."""
     if not isinstance(raw, dict):
@@ -126,7 +118,7 @@ def parse_listener(key: str, raw: object, parse_listen: Any) -> ListenerConfig:
         if not proxy:
             raise ConfigError(f"{key}.proxy_protocol_from", raw["proxy_protocol_from"], "needs proxy_protocol = true")
         sources = parse_networks(f"{key}.proxy_protocol_from", raw["proxy_protocol_from"])
-    return _check_listener(key, ListenerConfig(host, port, tuple(certificates), proxy, sources))
+    return ListenerConfig(host, port, tuple(certificates), proxy, sources)
 
 
 def parse_listen_flag(value: str, parse_listen: Any) -> ListenerConfig:
@@ -158,7 +150,7 @@ def parse_listen_flag(value: str, parse_listen: Any) -> ListenerConfig:
     listener = ListenerConfig(
         host, port, tuple(Certificate(c, k) for c, k in zip(certs, keys, strict=True)), proxy, networks
     )
-    return _check_listener("--listen", listener)
+    return listener
 
 
 def parse_limits(raw: object) -> LimitsConfig:

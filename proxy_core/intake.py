@@ -16,11 +16,14 @@ from proxy_core.edgeconfig import LimitsConfig, ListenerConfig
 from proxy_core.limits import AcceptPacer, ClientLimits
 from proxy_core.proxyproto import ProxyHeaderParser
 from proxy_core.relay import ClientSide
-from proxy_core.tls import session_info
+from proxy_core.tls import ListenerTls, session_info
 
 if TYPE_CHECKING:
     from proxy_core.listener import Listener
     from proxy_core.switchboard import Switchboard
+
+# How long a TLS session may take to close cleanly (close_notify) before the socket is just closed.
+TLS_SHUTDOWN_TIMEOUT_S = 10.0
 
 # Sources refused for not being in proxy_protocol_from are logged once each, up to this many addresses.
 MAX_LOGGED_SOURCES = 1024
@@ -41,6 +44,8 @@ class ProxyIntake:
     def __init__(self, board: Switchboard, config: ListenerConfig, deadline: float) -> None:
         self.board = board
         self.listener: Listener | None = None
+        self.tls: ListenerTls | None = None  # set when the listener also terminates TLS (after the header)
+        self.tls_handshake_timeout = 0.0
         self.networks = tuple(ipaddress.ip_network(n) for n in config.proxy_protocol_from)
         self.any_source = config.proxy_protocol_from == ("0.0.0.0/0", "::/0")
         self.deadline = deadline
@@ -151,8 +156,15 @@ class ProxyHeaderGate(asyncio.Protocol):
         else:  # LOCAL or UNKNOWN: the connection speaks for itself
             peer = transport.get_extra_info("peername")
             address = f"{peer[0]}:{peer[1]}" if peer else "?"
-        listener = self.intake.listener
-        client = ClientSide(self.intake.board, listener.address if listener else "?")
+        intake = self.intake
+        listener = intake.listener
+        where = listener.address if listener else "?"
+        if intake.tls is not None:
+            tls_client = TlsClientSide(intake.board, where)
+            tls_client.address = address
+            _start_tls(transport, tls_client, intake.tls, intake.tls_handshake_timeout, parser.rest)
+            return
+        client = ClientSide(intake.board, where)
         client.address = address
         transport.set_protocol(client)
         client.connection_made(transport)
@@ -176,6 +188,38 @@ class ProxyHeaderGate(asyncio.Protocol):
         if self.parser is not None:
             self.intake.pending.pop(self.key, None)
             self.fail("closed before the PROXY header was complete")
+
+
+def _start_tls(transport: asyncio.Transport, client: ClientSide, tls: ListenerTls, timeout: float, rest: bytes) -> None:
+    """Run the TLS server side over a connection whose PROXY header was read, feeding it what followed the header.
+
+    `loop.start_tls` cannot take bytes already read (a ClientHello often arrives in the header's segment), so
+    the loop's own SSL protocol (uvloop's, or asyncio's on the stock loop) is put in place the way a TLS
+    listener would, and the rest is handed to it as if just received. The client side sees connection_made
+    once the handshake is done, as on a TLS listener; failures are counted by the listener's SSL object.
+    """
+    loop = asyncio.get_running_loop()
+    protocol = _ssl_protocol_class(loop)(
+        loop, client, tls.front, None, True, None, True, timeout, TLS_SHUTDOWN_TIMEOUT_S
+    )
+    transport.set_protocol(protocol)
+    protocol.connection_made(transport)
+    while rest:  # usually one round: the protocol's buffer is larger than a ClientHello
+        buffer = protocol.get_buffer(len(rest))
+        size = min(len(rest), len(buffer))
+        buffer[:size] = rest[:size]
+        protocol.buffer_updated(size)
+        rest = rest[size:]
+
+
+def _ssl_protocol_class(loop: asyncio.AbstractEventLoop) -> Any:
+    if type(loop).__module__.startswith("uvloop"):
+        import uvloop.loop
+
+        return uvloop.loop.SSLProtocol
+    import asyncio.sslproto
+
+    return asyncio.sslproto.SSLProtocol
 
 
 class Summary:

@@ -88,11 +88,6 @@ def test_limits_table_and_flags() -> None:
             "listener[0].certificate[0]",
             "cert and key",
         ),
-        (
-            {"listener": [{"address": "127.0.0.1:1", "tls_cert": "a", "tls_key": "b", "proxy_protocol": True}]},
-            "listener[0]",
-            "not supported yet",
-        ),
         ({"listen": ["127.0.0.1:1"], "listener": [{"address": "127.0.0.1:1"}]}, "listener.address", "unique"),
         ({"server": [{"address": "127.0.0.1:1", "send_proxy": "v3"}]}, "server[0].send_proxy", '"v1" or "v2"'),
         ({"server": [{"address": "127.0.0.1:1", "tls_sni": "x"}]}, "server[0].tls_sni", "needs tls = true"),
