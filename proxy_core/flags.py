@@ -171,4 +171,3 @@ def limit_flags(args: argparse.Namespace, limits: LimitsConfig) -> LimitsConfig:
     except (ValueError, ConfigError) as exc:
         value = getattr(args, flag[2:].replace("-", "_"))
         raise ConfigError(flag, value, "RATE[/BURST] with RATE >= 0 and an integer BURST, or N >= 0") from exc
-

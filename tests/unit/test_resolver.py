@@ -30,7 +30,7 @@ def test_hosts_file_override_is_read_at_each_lookup(tmp_path: Path, monkeypatch:
     hosts = tmp_path / "hosts"
     hosts.write_text("")
     monkeypatch.setenv(HOSTS_FILE_ENV, str(hosts))
-    with pytest.raises(Unresolvable, match="cannot resolve later.invalid"):
+    with pytest.raises(Unresolvable, match=r"cannot resolve later\.invalid"):
         asyncio.run(resolve("later.invalid"))
     hosts.write_text("127.0.0.9 later.invalid\n")
     assert asyncio.run(resolve("Later.Invalid")) == "127.0.0.9"
