@@ -4,8 +4,9 @@ Like HAProxy, a server named by a DNS name is connected to at one address, the f
 unlike HAProxy without a `resolvers` section, each check resolves the name again, so a server whose name
 appears (or moves) later is followed. An IP literal is never looked up.
 
-`$WSPROXY_HOSTS_FILE` is for tests: when set, that hosts(5)-format file is read at each lookup and consulted
-before the system resolver (as /etc/hosts is), so a test can make a name resolve later without root.
+`$WSPROXY_HOSTS_FILE` is a resolver stub for tests: when set, that hosts(5)-format file is read at each lookup
+and is the only resolver (a name it does not list does not resolve; no DNS query leaves the machine), so a test
+can make a name resolve later without root or a network.
 """
 
 from __future__ import annotations
@@ -50,24 +51,25 @@ def parse_hosts(text: str) -> dict[str, str]:
     return table
 
 
-def _from_hosts_file(host: str) -> str | None:
-    path = os.environ.get(HOSTS_FILE_ENV)
-    if not path:
-        return None
+def _from_hosts_file(path: str, host: str) -> str:
+    """The stub's answer; raises Unresolvable when the file does not list the name (or cannot be read)."""
     try:
         with open(path, encoding="utf-8") as handle:
-            return parse_hosts(handle.read()).get(host.lower())
-    except (OSError, UnicodeDecodeError):
-        return None
+            listed = parse_hosts(handle.read()).get(host.lower())
+    except (OSError, UnicodeDecodeError) as exc:
+        raise Unresolvable(host, f"{HOSTS_FILE_ENV}={path}: {exc}") from None
+    if listed is None:
+        raise Unresolvable(host, f"not in {HOSTS_FILE_ENV}={path}")
+    return listed
 
 
 async def resolve(host: str, timeout: float = RESOLVE_TIMEOUT_S) -> str:
     """The address to connect to for `host`; raises Unresolvable."""
     if is_ip(host):
         return host
-    listed = _from_hosts_file(host)
-    if listed is not None:
-        return listed
+    stub = os.environ.get(HOSTS_FILE_ENV)
+    if stub:
+        return _from_hosts_file(stub, host)
     loop = asyncio.get_running_loop()
     try:
         async with asyncio.timeout(timeout):

@@ -98,20 +98,8 @@ def main(argv: list[str] | None = None) -> int:
             token = read_token(args.token_file)
             if args.demo or args.config or args.backend:
                 launcher = Launcher()
-                if args.control:
-                    launcher.control_path = args.control
-                else:
-                    asyncio.run(launcher.use_default_path())
-                if args.demo:
-                    from tui.demo import start_demo
-
-                    print("starting demo backends, engine and load…", flush=True)
-                    asyncio.run(start_demo(launcher, engine_argv(args, engine_only)))
-                else:
-                    launcher.start_engine(engine_argv(args, engine_only))
-                    asyncio.run(launcher.wait_engine())
+                notice = launch(launcher, args, engine_only)
                 target = launcher.control_path
-                notice = announce(launcher)
             else:
                 target = args.attach or args.control or default_control_path()
                 problem = asyncio.run(probe(open_source(control=target, token=token)))
@@ -142,6 +130,23 @@ def main(argv: list[str] | None = None) -> int:
             launcher.stop_all()
         raise
     return finish(launcher, choice, attach_hint)
+
+
+def launch(launcher: Launcher, args: argparse.Namespace, engine_only: argparse.ArgumentParser) -> str:
+    """Start the demo or the configured engine on the CLI's default socket (unless taken); the start notice."""
+    if args.control:
+        launcher.control_path = args.control
+    else:
+        asyncio.run(launcher.use_default_path())
+    if args.demo:
+        from tui.demo import start_demo
+
+        print("starting demo backends, engine and load…", flush=True)
+        asyncio.run(start_demo(launcher, engine_argv(args, engine_only)))
+    else:
+        launcher.start_engine(engine_argv(args, engine_only))
+        asyncio.run(launcher.wait_engine())
+    return announce(launcher)
 
 
 def announce(launcher: Launcher) -> str:

@@ -214,7 +214,7 @@ class DashboardApp(App[QuitChoice | None], inherit_bindings=False):
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):
             bar = self.main_screen.status_bar
-            self.push_screen(HelpScreen(bar.control_path(), bar.live))
+            self.push_screen(HelpScreen(bar.control_path(), bar.live, bar.cli_command()))
 
     def action_request_quit(self) -> None:
         """Ask first: an engine this dashboard started must be stopped or left on purpose."""

@@ -26,7 +26,7 @@ def test_parse_hosts() -> None:
 
 
 def test_hosts_file_override_is_read_at_each_lookup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """With the override set, a name unknown now resolves once the file lists it (read again at each lookup)."""
+    """With the stub set, a name it does not list fails (no DNS asked), and resolves once the file lists it."""
     hosts = tmp_path / "hosts"
     hosts.write_text("")
     monkeypatch.setenv(HOSTS_FILE_ENV, str(hosts))
@@ -35,3 +35,11 @@ def test_hosts_file_override_is_read_at_each_lookup(tmp_path: Path, monkeypatch:
     hosts.write_text("127.0.0.9 later.invalid\n")
     assert asyncio.run(resolve("Later.Invalid")) == "127.0.0.9"
     assert asyncio.run(resolve("127.0.0.1")) == "127.0.0.1"
+
+
+def test_hosts_file_stub_unreadable_is_unresolvable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stub file that is missing makes every name unresolvable, with the file named in the detail."""
+    monkeypatch.setenv(HOSTS_FILE_ENV, str(tmp_path / "missing"))
+    with pytest.raises(Unresolvable) as info:
+        asyncio.run(resolve("localhost"))
+    assert "missing" in info.value.detail and str(info.value) == "cannot resolve localhost"

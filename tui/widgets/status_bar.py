@@ -90,6 +90,13 @@ class StatusBar(Static):
             return self.target
         return str((self.status.get("engine") or {}).get("control") or "")
 
+    def cli_command(self) -> str:
+        """The `wsproxy` command that reads the same proxy from another shell (HAProxy's through --haproxy)."""
+        path = self.control_path()
+        if (self.status.get("engine") or {}).get("kind") == "haproxy":
+            return f"wsproxy status --haproxy {path}"
+        return cli_hint(path)
+
     def _control_line(self) -> Content:
         """The socket, and the CLI command that reads the same engine from another shell."""
         path = self.control_path()
@@ -98,5 +105,5 @@ class StatusBar(Static):
         if not self.live:
             return Content.from_markup("control [b]$path[/b] (recorded)", path=path)
         return Content.from_markup(
-            "control [b]$path[/b]  ·  from another shell: [b]$hint[/b]", path=path, hint=cli_hint(path)
+            "control [b]$path[/b]  ·  from another shell: [b]$hint[/b]", path=path, hint=self.cli_command()
         )
