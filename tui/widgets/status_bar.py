@@ -1,4 +1,4 @@
-"""The two-line status bar: engine totals and whether the data is live; then the control socket and CLI hint."""
+"""The status bar: engine totals and whether the data is live; then (a second line) the control socket and CLI hint."""
 
 from __future__ import annotations
 
@@ -82,7 +82,8 @@ class StatusBar(Static):
             )
         else:
             parts.append(Content(f"waiting for {self.target}"))
-        self.update(Content("\n").join([Content("  ·  ").join(parts), self._control_line()]))
+        lines = [Content("  ·  ").join(parts), self._control_line()]
+        self.update(Content("\n").join(line for line in lines if line))
 
     def control_path(self) -> str:
         """The engine's control socket: what we are attached to, or (replaying) what the recording says."""
