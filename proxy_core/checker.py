@@ -21,6 +21,7 @@ from websockets.exceptions import InvalidHandshake, InvalidMessage, InvalidStatu
 from proxy_core import __version__
 from proxy_core.checkspec import CheckConfig
 from proxy_core.health import CheckResult
+from proxy_core.resolver import RESOLVE_TIMEOUT_S, Unresolvable, is_ip, resolve
 from proxy_core.upstream import UpstreamEdge
 
 logger = logging.getLogger(__name__)
@@ -37,6 +38,7 @@ MIN_INTERVAL_S = 0.01
 MAX_REASON_CHARS = 120
 
 ResultCallback = Callable[[str, CheckResult], None]
+AddressCallback = Callable[[str, str], None]  # (server name, the address its host resolved to)
 
 
 async def probe(
@@ -46,25 +48,28 @@ async def probe(
     *,
     client: httpx.AsyncClient | None = None,
     edge: UpstreamEdge | None = None,
+    connect_host: str | None = None,
 ) -> CheckResult:
-    """Probe one server once; never raises (except CancelledError). `client` is reused for http checks.
+    """Probe one server once; never raises (except CancelledError). `client` is reused for http checks;
+    `connect_host` is the address `host` resolved to (the Host header still names `host`).
 
     A server with `send_proxy` or `tls` (its `edge`) is probed through a connection that sends the PROXY
     header (LOCAL / UNKNOWN) and speaks TLS, as HAProxy's `check-send-proxy` and `check-ssl`."""
     started = time.perf_counter()
+    target = connect_host or host
     try:
         if edge is not None and check.type != "none":
-            answered = await _probe_edge(check, host, port, edge)
+            answered = await _probe_edge(check, host, port, edge, target)
         elif check.type == "tcp":
-            answered = await _probe_tcp(check, host, port)
+            answered = await _probe_tcp(check, target, port)
         elif check.type == "http":
             if client is not None:
-                answered = await _probe_http(check, host, port, client)
+                answered = await _probe_http(check, host, port, client, target)
             else:
                 async with _http_client(check) as own_client:
-                    answered = await _probe_http(check, host, port, own_client)
+                    answered = await _probe_http(check, host, port, own_client, target)
         elif check.type == "websocket":
-            answered = await _probe_websocket(check, host, port)
+            answered = await _probe_websocket(check, host, port, target)
         elif check.type == "none":
             return CheckResult(ok=True, latency_ms=None)
         else:
@@ -97,9 +102,9 @@ async def _probe_tcp(check: CheckConfig, host: str, port: int) -> float:
     return answered
 
 
-async def _probe_http(check: CheckConfig, host: str, port: int, client: httpx.AsyncClient) -> float:
+async def _probe_http(check: CheckConfig, host: str, port: int, client: httpx.AsyncClient, target: str) -> float:
     """GET the check path; healthy when the status is expected. The body is never read."""
-    url = f"http://{_netloc(host, port)}{_path(check)}"
+    url = f"http://{_netloc(target, port)}{_path(check)}"
     headers = {"Host": check.host_header or _netloc(host, port)}
     async with asyncio.timeout(check.timeout_ms / 1000), client.stream("GET", url, headers=headers) as response:
         answered = time.perf_counter()
@@ -109,7 +114,7 @@ async def _probe_http(check: CheckConfig, host: str, port: int, client: httpx.As
     return answered
 
 
-async def _probe_websocket(check: CheckConfig, host: str, port: int) -> float:
+async def _probe_websocket(check: CheckConfig, host: str, port: int, target: str) -> float:
     """An opening handshake, then a clean close; the close does not count against the answer."""
     timeout = check.timeout_ms / 1000
     uri = f"ws://{check.host_header or _netloc(host, port)}{_path(check)}"
@@ -117,7 +122,7 @@ async def _probe_websocket(check: CheckConfig, host: str, port: int) -> float:
         async with asyncio.timeout(timeout):
             ws = await connect(
                 uri,
-                host=host,  # connect here; the URI only sets the Host header
+                host=target,  # connect here; the URI only sets the Host header
                 port=port,
                 proxy=None,  # never through an environment proxy
                 open_timeout=timeout,
@@ -135,10 +140,10 @@ async def _probe_websocket(check: CheckConfig, host: str, port: int) -> float:
     return answered
 
 
-async def _probe_edge(check: CheckConfig, host: str, port: int, edge: UpstreamEdge) -> float:
+async def _probe_edge(check: CheckConfig, host: str, port: int, edge: UpstreamEdge, target: str) -> float:
     """tcp: connect (header, TLS); http and websocket: one request on that connection, judged by its status line."""
     async with asyncio.timeout(check.timeout_ms / 1000):
-        reader, writer = await edge.open_check(host, port)
+        reader, writer = await edge.open_check(target, port)
         try:
             if check.type == "tcp":
                 return time.perf_counter()
@@ -215,9 +220,17 @@ def _failure_reason(exc: BaseException) -> str:
 class CheckRunner:
     """One asyncio task per server probing at a jittered interval; results go to a callback."""
 
-    def __init__(self, check: CheckConfig, on_result: ResultCallback, *, rng: random.Random | None = None) -> None:
+    def __init__(
+        self,
+        check: CheckConfig,
+        on_result: ResultCallback,
+        *,
+        rng: random.Random | None = None,
+        on_address: AddressCallback | None = None,
+    ) -> None:
         self.check = check
         self._on_result = on_result
+        self._on_address = on_address
         self._rng = rng if rng is not None else random.Random()
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._stopping: set[asyncio.Task[None]] = set()  # removed and cancelled, not finished yet
@@ -226,8 +239,10 @@ class CheckRunner:
         self._closed = False
 
     def add(self, name: str, host: str, port: int, edge: UpstreamEdge | None = None) -> None:
-        """Start checking a server; adding a known name again restarts it at the new address."""
-        if self.check.type == "none" or self._closed:
+        """Start checking a server; adding a known name again restarts it at the new address.
+
+        With type "none" only a server named by a DNS name is "checked": its name is resolved again each time."""
+        if self._closed or (self.check.type == "none" and is_ip(host)):
             return
         self.remove(name)
         task = asyncio.get_running_loop().create_task(self._run(name, host, port, edge), name=f"check {name}")
@@ -264,7 +279,7 @@ class CheckRunner:
         await asyncio.sleep(self._rng.random() * min(interval, FIRST_PROBE_SPREAD_S))
         while True:
             started = loop.time()
-            result = await probe(self.check, host, port, client=self._client, edge=edge)
+            result = await self._check(name, host, port, edge)
             try:
                 self._on_result(name, result)
             except Exception:
@@ -272,6 +287,18 @@ class CheckRunner:
             # Start to start; a probe slower than that is followed at once, never overlapped.
             spacing = interval * self._rng.uniform(1 - INTERVAL_JITTER, 1 + INTERVAL_JITTER)
             await asyncio.sleep(max(spacing - (loop.time() - started), 0.0))
+
+    async def _check(self, name: str, host: str, port: int, edge: UpstreamEdge | None) -> CheckResult:
+        """Resolve the host again (a name may appear or move), then probe the address it gave."""
+        if is_ip(host):
+            return await probe(self.check, host, port, client=self._client, edge=edge)
+        try:
+            address = await resolve(host, min(RESOLVE_TIMEOUT_S, self.check.timeout_ms / 1000))
+        except Unresolvable as exc:
+            return CheckResult(ok=False, latency_ms=None, reason=str(exc))
+        if self._on_address is not None:
+            self._on_address(name, address)
+        return await probe(self.check, host, port, client=self._client, edge=edge, connect_host=address)
 
 
 def _netloc(host: str, port: int) -> str:

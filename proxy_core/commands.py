@@ -28,6 +28,7 @@ from proxy_core.cli_format import (
 from proxy_core.client import ControlClient, ControlError, ControlUnavailable
 from proxy_core.config import MAX_WEIGHT, NAME_PATTERN, parse_address
 from proxy_core.errors import ConfigError
+from proxy_core.socketpath import cli_hint, default_control_path, live_sockets
 from proxy_core.sources import CAP_DEADLINE, Source, open_source
 
 JSON = dict[str, Any]
@@ -198,11 +199,19 @@ def read_token(token_file: str | None) -> str | None:
 
 
 def control_target(value: str | None) -> str:
-    if value:
-        return value
-    from proxy_core.flags import default_control_path
+    return value or default_control_path()
 
-    return default_control_path()
+
+def elsewhere(target: str) -> str:
+    """When no engine answers at the default path: where one does answer, as a hint (or "")."""
+    if target != default_control_path():
+        return ""
+    found = asyncio.run(live_sockets(exclude=target))
+    if len(found) == 1:
+        return f"; one engine answers at {found[0]}: try `{cli_hint(found[0])}`"
+    if found:
+        return f"; engines answer at {', '.join(found)}: pick one with --control PATH"
+    return ""
 
 
 def error(message: str) -> None:
@@ -232,7 +241,8 @@ def run(args: argparse.Namespace, action: Action) -> int:
         if haproxy:
             error(f"cannot reach HAProxy's runtime API at {exc}; is its `stats socket` at this path or address?")
         else:
-            error(f"cannot reach the engine at {exc}; is `wsproxy serve` running with this --control?")
+            hint = elsewhere(target) if args.control is None else ""
+            error(f"cannot reach the engine at {exc}" + (hint or "; is `wsproxy serve` running with this --control?"))
         return EXIT_UNREACHABLE
     except ControlError as exc:
         error(exc.message)

@@ -25,6 +25,9 @@ from proxy_core.errors import ConfigError
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,64}\Z")
 BALANCE_POLICIES = ("round_robin", "least_conn", "ip_hash")
 CHECK_TYPES = ("tcp", "http", "websocket", "none")
+# strict: a server host that does not resolve stops the start (HAProxy's default); lazy: it starts down
+# and each check resolves it again (HAProxy's `init-addr none` with resolvers).
+RESOLVE_MODES = ("strict", "lazy")
 MAX_WEIGHT = 256  # HAProxy's range for `set weight`
 
 
@@ -96,6 +99,7 @@ class EngineConfig:
     state_file: str | None = None
     max_clients: int = 0  # 0: derived from the file-descriptor limit
     workers: int = 1  # engine processes sharing the listeners (proxy_core.workers); 1 = no supervisor
+    resolve: str = "strict"  # one of RESOLVE_MODES
     timeouts: TimeoutConfig = field(default_factory=TimeoutConfig)
     check: CheckConfig = field(default_factory=CheckConfig)
     control: ControlConfig = field(default_factory=ControlConfig)
@@ -142,6 +146,12 @@ def parse_workers(key: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 256:
         raise ConfigError(key, value, 'an integer in 1..256, or "auto" (one per core)')
     return value
+
+
+def parse_resolve(key: str, value: object) -> str:
+    if value not in RESOLVE_MODES:
+        raise ConfigError(key, value, f"one of {', '.join(RESOLVE_MODES)}")
+    return str(value)
 
 
 def validate_name(key: str, value: object) -> str:
@@ -309,6 +319,7 @@ def check_unique_listeners(listeners: tuple[ListenerConfig, ...]) -> None:
 TOP_KEYS = (
     "listen", "balance", "retries", "tcp_nodelay", "handshake_log", "access_log", "state_file",
     "max_clients", "server", "check", "timeouts", "control", "workers", "rebalance", "listener", "limits",
+    "resolve",
 )  # fmt: skip
 
 
@@ -338,6 +349,8 @@ def parse_config(data: Mapping[str, Any]) -> EngineConfig:
         changes["balance"] = table["balance"]
     if "retries" in table:
         changes["retries"] = _int("retries", table["retries"], 0, 100)
+    if "resolve" in table:
+        changes["resolve"] = parse_resolve("resolve", table["resolve"])
     if "max_clients" in table:
         changes["max_clients"] = _int("max_clients", table["max_clients"], 0)
     if "workers" in table:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import socket
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -24,12 +23,12 @@ from proxy_core.listener import Listener
 from proxy_core.rates import RateHistory
 from proxy_core.rebalancer import Rebalancer
 from proxy_core.registry import Registry, Server
+from proxy_core.resolver import Unresolvable, resolve
 from proxy_core.switchboard import Switchboard
 from proxy_core.tls import CertProblem
 from proxy_core.upstream import UpstreamEdge
 
 T = TypeVar("T")
-RESOLVE_TIMEOUT = 2.0  # an `add` whose host does not resolve in this time is refused
 
 
 def server_edge(config: ServerConfig | None, server: Server) -> UpstreamEdge | None:
@@ -74,8 +73,7 @@ class Engine:
 
     async def start(self) -> None:
         """Bind listeners and start checks; raises ConfigError naming a listener that cannot bind."""
-        now = time.time()
-        self._load_pool(now)
+        await self._load_pool()
         if self.config.access_log:
             try:
                 self._access_log = AccessLog.open(self.config.access_log)
@@ -86,7 +84,7 @@ class Engine:
         balancer = make_balancer(cast(BalancePolicy, self.config.balance))
         self.board = Switchboard(self.config, self.registry, self.bus, balancer, self._access_log)
         self.rebalancer = self._make_rebalancer(balancer)
-        self.checker = CheckRunner(self.config.check, self._check_result)
+        self.checker = CheckRunner(self.config.check, self._check_result, on_address=self._resolved)
         self.edge = Edge(self.board, self.config)
         for server in self.registry:
             self.checker.add(server.name, server.host, server.port, edge=server.edge)
@@ -110,8 +108,8 @@ class Engine:
         if self.config.timeouts.idle > 0:
             self._spawn(self._watch_idle(self.config.timeouts.idle))
 
-    def _load_pool(self, now: float) -> None:
-        """The configured servers with the saved runtime changes laid over them."""
+    async def _load_pool(self) -> None:
+        """The configured servers with the saved runtime changes laid over them, each host resolved."""
         saved, problem = statefile.load(self.state_path) if self.state_path else (None, None)
         if problem:
             print(f"wsproxy: WARNING: {problem}", file=sys.stderr, flush=True)
@@ -122,14 +120,31 @@ class Engine:
             pool = statefile.merge(self.config.servers, saved)
             self.removed = saved.removed & self.configured
         configured = {s.name: s for s in self.config.servers}
-        for entry in pool:
+        addresses = await asyncio.gather(*(self._try_resolve(entry.config.host) for entry in pool))
+        unresolved = [e.config for e, a in zip(pool, addresses, strict=True) if a is None]
+        if unresolved and self.config.resolve == "strict":
+            servers = ", ".join(f"{s.name}={s.address}" for s in unresolved)
+            hosts = ", ".join(dict.fromkeys(s.host for s in unresolved))
+            raise ConfigError(
+                "server",
+                servers,
+                f'cannot resolve {hosts}: use a host that resolves, or resolve = "lazy" (--resolve lazy) '
+                "to start it down until it does",
+            )
+        now = time.time()
+        for entry, address in zip(pool, addresses, strict=True):
+            host = entry.config.host
+            unresolvable = None if address is not None else f"cannot resolve {host}"
             try:
-                server, events = self.registry.add(entry.config, now, at_start=True)
+                server, events = self.registry.add(entry.config, now, at_start=True, unresolved=unresolvable)
             except WsproxyError as exc:
                 print(f"wsproxy: WARNING: saved server {entry.config.name} skipped: {exc.message}", file=sys.stderr)
                 continue
             server.edge = server_edge(configured.get(server.name), server)
             self.bus.publish_all(events)
+            if unresolvable:
+                print(f"wsproxy: WARNING: {entry.config.name}: {unresolvable}; starting it down", file=sys.stderr)
+            server.connect_host = address or host
             if entry.admin != "active":
                 server.admin = entry.admin
                 if entry.admin == "draining":
@@ -200,6 +215,13 @@ class Engine:
         self._stopped.set()
 
     # -- background work ----------------------------------------------------------------------------
+
+    def _resolved(self, name: str, address: str) -> None:
+        """A check resolved the server's host: new connections go to that address from now on."""
+        server = self.registry.servers.get(name)
+        if server is not None and server.connect_host != address:
+            server.connect_host = address
+            self.registry.refresh()  # a supervisor pushes the pool (with the address) to its workers
 
     def _check_result(self, name: str, result: CheckResult) -> None:
         self.bus.publish_all(self.registry.record_check(name, result, time.time()))
@@ -273,8 +295,11 @@ class Engine:
                 raise BadRequest(f"invalid address {address!r}: expected HOST:PORT with a port in 1..65535") from exc
             if max_conns is not None and max_conns < 1:
                 raise BadRequest(f"invalid max_conns {max_conns}: use an integer >= 1")
-            await self._resolve(host)
+            resolved = await self._try_resolve(host)
+            if resolved is None:
+                raise BadRequest(f"host {host!r} does not resolve")
             server, events = self.registry.add(ServerConfig(name, host, port, weight, max_conns), time.time())
+            server.connect_host = resolved
             self.removed.discard(name)
             self.bus.publish_all(events)
             self.checker.add(server.name, server.host, server.port)
@@ -282,13 +307,13 @@ class Engine:
 
         return await self._operate("add", name, run, f"added {name} at {address} weight {weight}")
 
-    async def _resolve(self, host: str) -> None:
-        loop = asyncio.get_running_loop()
+    @staticmethod
+    async def _try_resolve(host: str) -> str | None:
+        """The address `host` resolves to now, or None (resolver.py: one function for every lookup)."""
         try:
-            async with asyncio.timeout(RESOLVE_TIMEOUT):
-                await loop.getaddrinfo(host, None, type=socket.SOCK_STREAM)
-        except (OSError, TimeoutError, ValueError) as exc:  # ValueError: IDNA, an empty label or one over 63 chars
-            raise BadRequest(f"host {host!r} does not resolve") from exc
+            return await resolve(host)
+        except Unresolvable:
+            return None
 
     async def drain(self, name: str, deadline_s: float | None = None, force: bool = False) -> Server:
         async def run() -> Server:

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import os
 from dataclasses import replace
-from pathlib import Path
 
 from proxy_core.config import (
     BALANCE_POLICIES,
@@ -17,6 +15,7 @@ from proxy_core.config import (
     parse_check,
     parse_check_flag,
     parse_listen,
+    parse_resolve,
     parse_workers,
 )
 from proxy_core.edgeconfig import LimitsConfig, parse_limits, parse_listen_flag
@@ -54,6 +53,11 @@ def add_engine_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--retries", type=int, metavar="N", help="connect attempts on other servers (default 2)")
     parser.add_argument(
         "--shutdown-grace", type=float, metavar="S", help="grace for connections on SIGTERM (default 10)"
+    )
+    parser.add_argument(
+        "--resolve",
+        metavar="strict|lazy",
+        help="a server host that does not resolve: stop the start (strict, default) or start it down (lazy)",
     )
     parser.add_argument("--workers", metavar="N|auto", help="engine processes sharing the listeners (default 1)")
     parser.add_argument("--max-conns-per-client", type=int, metavar="N", help="open connections per client address")
@@ -119,6 +123,8 @@ def build_config(args: argparse.Namespace) -> EngineConfig:
         if not 0 <= args.retries <= 100:
             raise ConfigError("--retries", args.retries, "an integer in 0..100")
         changes["retries"] = args.retries
+    if args.resolve is not None:
+        changes["resolve"] = parse_resolve("--resolve", args.resolve)
     if args.workers is not None:
         changes["workers"] = parse_workers("--workers", args.workers)
     changes["limits"] = limit_flags(args, config.limits)
@@ -165,13 +171,3 @@ def limit_flags(args: argparse.Namespace, limits: LimitsConfig) -> LimitsConfig:
     except (ValueError, ConfigError) as exc:
         value = getattr(args, flag[2:].replace("-", "_"))
         raise ConfigError(flag, value, "RATE[/BURST] with RATE >= 0 and an integer BURST, or N >= 0") from exc
-
-
-def default_control_path() -> str:
-    """`$WSPROXY_CONTROL`, else under `$XDG_RUNTIME_DIR`, else under the working directory."""
-    explicit = os.environ.get("WSPROXY_CONTROL")
-    if explicit:
-        return explicit
-    runtime = os.environ.get("XDG_RUNTIME_DIR")
-    base = Path(runtime) / "wsproxy" if runtime else Path.cwd() / ".wsproxy"
-    return str(base / "control.sock")

@@ -48,6 +48,7 @@ class Server:
         "closed_bytes_in",
         "closed_bytes_out",
         "connect_failures",
+        "connect_host",
         "conns",
         "drain_active_at_start",
         "drain_deadline",
@@ -68,6 +69,7 @@ class Server:
     def __init__(self, config: ServerConfig, health: HealthMachine, now: float) -> None:
         self.name = config.name
         self.host = config.host
+        self.connect_host = config.host  # the address connected to: the host, or what it last resolved to
         self.port = config.port
         self.weight = config.weight
         self.max_conns = config.max_conns
@@ -129,6 +131,7 @@ class Server:
             "address": self.address,
             "host": self.host,
             "port": self.port,
+            "resolved": self.connect_host if self.connect_host != self.host else None,
             "state": self.state,
             "admin": self.admin,
             "health": self.health.to_dict(),
@@ -186,12 +189,15 @@ class Registry:
 
     # -- operations -------------------------------------------------------------------------
 
-    def add(self, config: ServerConfig, now: float, *, at_start: bool = False) -> tuple[Server, list[Event]]:
+    def add(
+        self, config: ServerConfig, now: float, *, at_start: bool = False, unresolved: str | None = None
+    ) -> tuple[Server, list[Event]]:
         """Add a server; configured servers start up provisionally, runtime additions start down.
 
         Like HAProxy, a configured server is up at start "but will fall at the first failed check", so a
         proxy starting beside running backends serves at once; like the nginx check module, a server added
         at runtime takes traffic only after `rise` consecutive passing checks. With checks off, both are up.
+        `unresolved` (its host did not resolve, lazy resolution) starts it down with that as its check result.
         """
         if not NAME_PATTERN.match(config.name):
             raise BadRequest(f"invalid server name {config.name!r}: use 1-64 of A-Z a-z 0-9 _ . -")
@@ -207,7 +213,7 @@ class Registry:
             if other.address == config.address:
                 raise Conflict(f"{config.address} is already in the pool as {other.name!r}")
         checks_off = self.check.type == "none"
-        up = checks_off or at_start
+        up = (checks_off or at_start) and unresolved is None
         health = HealthMachine(
             self.check.rise,
             self.check.fall,
@@ -215,10 +221,14 @@ class Registry:
             provisional=at_start and not checks_off,
             now=now,
         )
+        if unresolved is not None:
+            health.record(CheckResult(ok=False, latency_ms=None, reason=unresolved), now)
         server = Server(config, health, now)
         self.servers[config.name] = server
         self.refresh()
         reason = "added" if up else f"added; up after {self.check.rise} passing checks"
+        if unresolved is not None:
+            reason = f"added down: {unresolved}; up after {self.check.rise} passing checks"
         return server, [StateChanged(server=server.name, old="none", new=server.state, reason=reason)]
 
     def _admin(self, server: Server, admin: str, reason: str) -> list[Event]:

@@ -12,8 +12,9 @@ from proxy_core import __version__
 from proxy_core.config import EngineConfig
 from proxy_core.engine import Engine
 from proxy_core.errors import ConfigError
-from proxy_core.flags import build_config, default_control_path
+from proxy_core.flags import build_config
 from proxy_core.loop import loop_name, run
+from proxy_core.socketpath import cli_hint, default_control_path
 
 
 async def serve(config: EngineConfig) -> int:
@@ -55,6 +56,8 @@ async def serve(config: EngineConfig) -> int:
         f"{', '.join(engine.listen_addresses)}; control on {control_path}; servers {servers}",
         flush=True,
     )
+    if control_path != default_control_path():
+        print(f"try: {cli_hint(control_path)}", flush=True)
     await engine.wait()
     print("wsproxy stopped", flush=True)
     return 0

@@ -54,6 +54,7 @@ class Field:
     header: str  # HTML column header
     get: Callable[[int, JSON, JSON], Any]  # (index, server, engine status) -> value
     nginx: bool = False  # part of the check module's JSON/CSV layout
+    json_extra: bool = False  # added to the JSON after the check module's fields (CSV stays as nginx's)
     metric: str | None = None  # metric name without the prefix
     kind: str = "gauge"  # "gauge" | "counter"
     help: str = ""
@@ -91,7 +92,8 @@ FIELDS: tuple[Field, ...] = (
     ),
     Field("type", "Check type", lambda i, s, st: st["engine"]["check"]["type"], nginx=True),
     Field("port", "Check port", lambda i, s, st: CHECK_PORT, nginx=True),
-    Field("server", "Server", lambda i, s, st: s["name"]),
+    # The check module's `name` is the address; wsproxy's own name, so a scraper need not map addresses back.
+    Field("server_name", "Server", lambda i, s, st: s["name"], json_extra=True),
     Field("state", "State", lambda i, s, st: _state_label(s)),
     Field("weight", "Weight", lambda i, s, st: s["weight"], metric="server_weight", help="configured weight (0..256)"),
     Field(
@@ -168,6 +170,7 @@ FIELDS: tuple[Field, ...] = (
     Field("last_failure", "Last failure", lambda i, s, st: _health(s).get("last_failure")),
 )
 NGINX_FIELDS = tuple(f for f in FIELDS if f.nginx)
+JSON_FIELDS = NGINX_FIELDS + tuple(f for f in FIELDS if f.json_extra)
 
 
 def _state_label(server: JSON) -> str:
@@ -195,7 +198,7 @@ def rows(status: JSON, only: str | None = None) -> list[tuple[int, JSON]]:
 
 
 def render_json(status: JSON, only: str | None = None) -> str:
-    """The check module's JSON, in its line layout (one server object per line)."""
+    """The check module's JSON, in its line layout (one server object per line), plus `server_name`."""
     selected = rows(status, only)
     lines = [
         '{"servers": {',
@@ -204,7 +207,7 @@ def render_json(status: JSON, only: str | None = None) -> str:
         '  "server": [',
     ]
     for n, (index, server) in enumerate(selected):
-        items = ", ".join(f"{json.dumps(f.key)}: {json.dumps(f.get(index, server, status))}" for f in NGINX_FIELDS)
+        items = ", ".join(f"{json.dumps(f.key)}: {json.dumps(f.get(index, server, status))}" for f in JSON_FIELDS)
         lines.append(f"    {{{items}}}" + ("," if n < len(selected) - 1 else ""))
     lines += ["  ]", "}}"]
     return "\n".join(lines) + "\n"

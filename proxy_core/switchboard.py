@@ -189,13 +189,13 @@ class Switchboard:
                 edge = server.edge
                 if edge is None:
                     transport, backend = await self._loop.create_connection(
-                        lambda: BackendSide(client), server.host, server.port
+                        lambda: BackendSide(client), server.connect_host, server.port
                     )
                 else:  # a PROXY header first, or TLS (proxy_core.upstream)
                     local = client.transport.get_extra_info("sockname") if client.transport else None
                     header = edge.header(client.client, local)
                     transport, backend = await edge.connect(
-                        self._loop, lambda: BackendSide(client), server.host, server.port, header
+                        self._loop, lambda: BackendSide(client), server.connect_host, server.port, header
                     )
             except asyncio.CancelledError:
                 server.active -= 1

@@ -9,7 +9,8 @@ import sys
 from pathlib import Path
 
 from proxy_core.client import ControlError, ControlUnavailable
-from proxy_core.flags import add_engine_flags, default_control_path
+from proxy_core.flags import add_engine_flags
+from proxy_core.socketpath import cli_hint, default_control_path
 from proxy_core.sources import Source, open_source
 from tui.app import DashboardApp
 from tui.launcher import Launcher, LaunchError
@@ -80,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     launcher: Launcher | None = None
     source: DataSource
     attach_hint = ""
+    notice = ""
     try:
         if args.replay:
             source = ScriptedSource.from_file(args.replay, realtime=True)
@@ -96,14 +98,7 @@ def main(argv: list[str] | None = None) -> int:
             token = read_token(args.token_file)
             if args.demo or args.config or args.backend:
                 launcher = Launcher()
-                if args.demo:
-                    from tui.demo import start_demo
-
-                    print("starting demo backends, engine and load…", flush=True)
-                    asyncio.run(start_demo(launcher, engine_argv(args, engine_only)))
-                else:
-                    launcher.start_engine(engine_argv(args, engine_only), args.control)
-                    asyncio.run(launcher.wait_engine())
+                notice = launch(launcher, args, engine_only)
                 target = launcher.control_path
             else:
                 target = args.attach or args.control or default_control_path()
@@ -121,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
             owns_engine=owns_engine,
             attach_hint=attach_hint,
             on_signal=signal_choice(args.demo, owns_engine),
+            notice=notice,
         )
         choice = app.run()
     except LaunchError as exc:
@@ -134,6 +130,36 @@ def main(argv: list[str] | None = None) -> int:
             launcher.stop_all()
         raise
     return finish(launcher, choice, attach_hint)
+
+
+def launch(launcher: Launcher, args: argparse.Namespace, engine_only: argparse.ArgumentParser) -> str:
+    """Start the demo or the configured engine on the CLI's default socket (unless taken); the start notice."""
+    if args.control:
+        launcher.control_path = args.control
+    else:
+        asyncio.run(launcher.use_default_path())
+    if args.demo:
+        from tui.demo import start_demo
+
+        print("starting demo backends, engine and load…", flush=True)
+        asyncio.run(start_demo(launcher, engine_argv(args, engine_only)))
+    else:
+        launcher.start_engine(engine_argv(args, engine_only))
+        asyncio.run(launcher.wait_engine())
+    return announce(launcher)
+
+
+def announce(launcher: Launcher) -> str:
+    """Print where the engine's control socket is (and the CLI command when it is not the default)."""
+    path = launcher.control_path
+    print(f"engine control socket: {path}", flush=True)
+    notice = ""
+    if launcher.taken:
+        notice = f"{launcher.taken}; this dashboard's engine is on {path}"
+        print(notice, flush=True)
+    if path != default_control_path():
+        print(f"try: {cli_hint(path)}", flush=True)
+    return notice
 
 
 def signal_choice(demo: bool, owns_engine: bool) -> QuitChoice:

@@ -47,12 +47,14 @@ class DashboardApp(App[QuitChoice | None], inherit_bindings=False):
         owns_engine: bool = False,
         attach_hint: str = "",
         on_signal: QuitChoice = QuitChoice.QUIT,
+        notice: str = "",
     ) -> None:
         super().__init__()
         self.source = source
         self.read_only = read_only
         self.owns_engine = owns_engine
         self.attach_hint = attach_hint
+        self.notice = notice  # shown once at start (e.g. why the engine is not on the default socket)
         # What SIGTERM or SIGHUP (the terminal went away) does, when there is nobody to ask.
         self.on_signal = on_signal
         self._signals: list[signal.Signals] = []
@@ -89,6 +91,8 @@ class DashboardApp(App[QuitChoice | None], inherit_bindings=False):
             self.main_screen.refresh_bindings()
 
     def on_mount(self) -> None:
+        if self.notice:
+            self.notify(self.notice, title="Control socket", timeout=12)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGHUP):
             try:
@@ -209,7 +213,8 @@ class DashboardApp(App[QuitChoice | None], inherit_bindings=False):
 
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):
-            self.push_screen(HelpScreen())
+            bar = self.main_screen.status_bar
+            self.push_screen(HelpScreen(bar.control_path(), bar.live, bar.cli_command()))
 
     def action_request_quit(self) -> None:
         """Ask first: an engine this dashboard started must be stopped or left on purpose."""

@@ -49,7 +49,8 @@ def listen_address(status: dict[str, Any]) -> str:
 async def start_demo(launcher: Launcher, extra_engine_args: list[str] | None = None) -> Demo:
     """Start backends, then the engine (waiting for its control API), then the load."""
     backends = await start_backends(launcher, [f"b{i}" for i in range(1, BACKENDS + 1)])
-    args = ["--listen", f"{HOST}:0", *DEMO_CHECK]
+    # Its own state file: the demo's pool must never be laid over a real engine's at the default path.
+    args = ["--listen", f"{HOST}:0", *DEMO_CHECK, "--state-file", str(launcher.workdir / "state.json")]
     for i, (name, address) in enumerate(backends.items(), start=1):
         weight = WEIGHTS.get(i)
         args += ["--backend", f"{name}={address}" + (f",weight={weight}" if weight else "")]

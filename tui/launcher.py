@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from proxy_core.client import ControlClient, ControlError, ControlUnavailable
+from proxy_core.socketpath import LAUNCH_DIR_PREFIX, SOCKET_NAME, launch_path
 
 ROOT = Path(__file__).resolve().parent.parent
 # Waiting for `GET /v1/status`: an engine that has not answered by then is stuck or failing.
@@ -55,11 +56,17 @@ class Launcher:
     """Owns every process the dashboard starts; stops each by its PID."""
 
     def __init__(self, workdir: Path | None = None) -> None:
-        self.workdir = workdir or Path(tempfile.mkdtemp(prefix="wsproxy-tui-"))
+        self.workdir = workdir or Path(tempfile.mkdtemp(prefix=LAUNCH_DIR_PREFIX))
         self.workdir.chmod(0o700)
         self.children: list[Child] = []
         self.engine: Child | None = None
-        self.control_path = str(self.workdir / "control.sock")
+        self.control_path = str(self.workdir / SOCKET_NAME)
+        self.taken: str | None = None  # why the default path was not used, when it was not
+
+    async def use_default_path(self) -> bool:
+        """Put the engine on the CLI's default socket, unless a live engine (or anything) holds it."""
+        self.control_path, self.taken = await launch_path(self.control_path)
+        return self.taken is None
 
     def spawn(self, name: str, argv: list[str]) -> Child:
         """Start a child in its own session (a terminal ctrl+c must not reach it), output to a file."""

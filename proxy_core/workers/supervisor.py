@@ -290,7 +290,9 @@ class Supervisor(Engine):
     # -- the pool, pushed to the workers ----------------------------------------------------------
 
     def _pool(self) -> list[list[Any]]:
-        return [[s.name, s.host, s.port, s.weight, s.max_conns, s.admin, s.health.up] for s in self.registry]
+        return [
+            [s.name, s.host, s.port, s.weight, s.max_conns, s.admin, s.health.up, s.connect_host] for s in self.registry
+        ]
 
     def _pool_changed(self) -> None:
         if not self._push_soon:

@@ -113,7 +113,7 @@ class Worker:
         """Make the replica match the supervisor's pool: same servers, weights, admin states and health."""
         now = time.time()
         seen: set[str] = set()
-        for name, host, port, weight, max_conns, admin, up in pool:
+        for name, host, port, weight, max_conns, admin, up, connect_host in pool:
             seen.add(name)
             server = self.registry.servers.get(name)
             if server is None or (server.host, server.port) != (host, port):
@@ -122,6 +122,7 @@ class Worker:
                 per_worker = None if max_conns is None else max(1, math.ceil(max_conns / self.count))
                 server, _ = self.registry.add(ServerConfig(name, host, port, weight, per_worker), now, at_start=True)
                 server.edge = server_edge(self.configured.get(name), server)
+            server.connect_host = connect_host
             server.weight = weight
             server.admin = admin
             server.health.up = bool(up)

@@ -80,6 +80,7 @@ def test_defaults_mirror_the_seed() -> None:
         ({"server": [{"name": "a", "address": "127.0.0.1:1", "weight": 999}]}, "server[0].weight", "0..256"),
         ({"server": [{"name": "a", "address": "127.0.0.1:1", "colour": 1}]}, "server[0].colour", "unknown"),
         ({"server": [{"name": "a"}]}, "server[0].address", "needs address"),
+        ({"resolve": "later"}, "resolve", "one of strict, lazy"),
         (
             {"server": [{"name": "a", "address": "127.0.0.1:1"}, {"name": "a", "address": "127.0.0.1:2"}]},
             "server.name",
@@ -162,3 +163,13 @@ def test_flag_errors_name_the_flag() -> None:
     assert info.value.key == "--rise"
     with pytest.raises(ConfigError, match="at least one server"):
         build_config(_args())
+
+
+def test_resolve_mode_from_file_and_flag() -> None:
+    """`resolve` is strict by default, lazy from the file, and `--resolve` overrides it; a bad flag names itself."""
+    assert parse_config({}).resolve == "strict"
+    assert parse_config({"resolve": "lazy"}).resolve == "lazy"
+    assert build_config(_args("--backend", "127.0.0.1:1", "--resolve", "lazy")).resolve == "lazy"
+    with pytest.raises(ConfigError) as info:
+        build_config(_args("--backend", "127.0.0.1:1", "--resolve", "maybe"))
+    assert info.value.key == "--resolve" and "strict, lazy" in info.value.message

@@ -38,6 +38,22 @@ def test_checks_off_means_up() -> None:
     assert server.state == "up"
 
 
+@pytest.mark.parametrize("check", [CheckConfig(), CheckConfig(type="none")])
+def test_unresolved_server_starts_down_with_the_reason(check: CheckConfig) -> None:
+    """A configured server whose host did not resolve starts down, its last check saying why, and rises normally."""
+    registry = pool("a", check=check)
+    server, events = registry.add(
+        ServerConfig("b", "nohost.invalid", 80), 1.0, at_start=True, unresolved="cannot resolve nohost.invalid"
+    )
+    health = server.health.to_dict()
+    assert server.state == "down" and server not in registry.eligible
+    assert (health["last_result"], health["last_failure"]) == ("fail", "cannot resolve nohost.invalid")
+    assert isinstance(events[0], StateChanged) and "cannot resolve nohost.invalid" in events[0].reason
+    for _ in range(check.rise):
+        registry.record_check("b", CheckResult(True, 1.0), 2.0)
+    assert server.state == "up" and server in registry.eligible
+
+
 @pytest.mark.parametrize(
     ("config", "error", "fragment"),
     [

@@ -48,15 +48,17 @@ def snapshot() -> dict[str, Any]:
 
 
 def test_json_layout_and_fields() -> None:
-    """JSON has the check module's keys, in its order, one server per line, `name` the address."""
+    """JSON has the check module's keys, in its order, one server per line, `name` the address, then `server_name`."""
     text = stats.render_json(snapshot())
     data = json.loads(text)["servers"]
     assert data["total"] == 4 and data["generation"] == 1
-    assert list(data["server"][0]) == ["index", "upstream", "name", "status", "rise", "fall", "type", "port"]
+    nginx = ["index", "upstream", "name", "status", "rise", "fall", "type", "port"]
+    assert list(data["server"][0]) == [*nginx, "server_name"]
     assert data["server"][0] == {
         "index": 0, "upstream": "websockets", "name": "127.0.0.1:8001", "status": "up",
-        "rise": 3, "fall": 0, "type": "http", "port": 0,
+        "rise": 3, "fall": 0, "type": "http", "port": 0, "server_name": "b1",
     }  # fmt: skip
+    assert [s["server_name"] for s in data["server"]] == ["b1", "b2", "b3", "b4"]
     assert data["server"][1]["status"] == "down" and data["server"][1]["fall"] == 4
     assert text.startswith('{"servers": {\n  "total": 4,\n  "generation": 1,\n  "server": [\n    {"index": 0, ')
     assert text.endswith("}\n  ]\n}}\n")

@@ -51,14 +51,33 @@ and the dashboard reconnects with backoff (0.25 s to 5 s).
 """
 
 
+def engine_section(control: str, live: bool, command: str) -> str:
+    """Where this dashboard's engine listens, and how the CLI reaches it."""
+    if not control:
+        return ""
+    if not live:
+        return f"## Engine\nRecorded from the engine on `{control}`.\n\n"
+    return (
+        f"## Engine\nControl socket `{control}`. From another shell: `{command}` "
+        "(every `wsproxy` command takes the same option).\n\n"
+    )
+
+
 class HelpScreen(ModalScreen[None]):
-    """Keys and column meanings."""
+    """Keys and column meanings, and where the engine is."""
 
     BINDINGS = [Binding("escape,q,question_mark,f1", "close", "Close", id="help-close")]
 
+    def __init__(self, control: str = "", live: bool = True, command: str = "") -> None:
+        super().__init__()
+        self.control = control
+        self.live = live
+        self.command = command or f"wsproxy status --control {control}"
+
     def compose(self) -> ComposeResult:
+        intro, keys, rest = HELP.partition("## Main screen")
         with VerticalScroll(id="help-box"):
-            yield Markdown(HELP)
+            yield Markdown(intro + engine_section(self.control, self.live, self.command) + keys + rest)
 
     def action_close(self) -> None:
         self.dismiss(None)

@@ -1,4 +1,4 @@
-"""The one-line status bar: what we are attached to, engine totals, and whether the data is live."""
+"""The status bar: engine totals and whether the data is live; then (a second line) the control socket and CLI hint."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Any
 from textual.content import Content
 from textual.widgets import Static
 
+from proxy_core.socketpath import cli_hint
 from tui import format as fmt
 
 JSON = dict[str, Any]
@@ -81,4 +82,29 @@ class StatusBar(Static):
             )
         else:
             parts.append(Content(f"waiting for {self.target}"))
-        self.update(Content("  ·  ").join(parts))
+        lines = [Content("  ·  ").join(parts), self._control_line()]
+        self.update(Content("\n").join(line for line in lines if line))
+
+    def control_path(self) -> str:
+        """The engine's control socket: what we are attached to, or (replaying) what the recording says."""
+        if self.live:
+            return self.target
+        return str((self.status.get("engine") or {}).get("control") or "")
+
+    def cli_command(self) -> str:
+        """The `wsproxy` command that reads the same proxy from another shell (HAProxy's through --haproxy)."""
+        path = self.control_path()
+        if (self.status.get("engine") or {}).get("kind") == "haproxy":
+            return f"wsproxy status --haproxy {path}"
+        return cli_hint(path)
+
+    def _control_line(self) -> Content:
+        """The socket, and the CLI command that reads the same engine from another shell."""
+        path = self.control_path()
+        if not path:
+            return Content("")
+        if not self.live:
+            return Content.from_markup("control [b]$path[/b] (recorded)", path=path)
+        return Content.from_markup(
+            "control [b]$path[/b]  ·  from another shell: [b]$hint[/b]", path=path, hint=self.cli_command()
+        )
