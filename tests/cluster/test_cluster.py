@@ -263,3 +263,35 @@ async def _fleet_active(engine: EngineProc, name: str, count: int) -> bool:
 async def _converged(engines: list[EngineProc]) -> bool:
     states = await pools(engines)
     return all(s == states[0] for s in states)
+
+
+async def test_a_drain_deadline_closes_a_client_on_two_instances_at_one_instant(
+    start_fleet: Fleet, echo_backends: Any
+) -> None:
+    """A drain deadline is one fleet-wide instant and each client keeps its hash position in the spread window,
+    so a client with connections on n1 and n2 is closed on both at once, whoever else n1 holds."""
+    import zlib
+
+    (b1,) = await echo_backends(1)
+    engines = await start_fleet([b1], count=2)
+    client_ip = "127.0.0.7"
+    # Another client placed before ours in hash order: spaced per instance, ours would move 1.5 s on n1.
+    other_ip = next(
+        f"127.0.0.{i}" for i in range(8, 250) if zlib.crc32(f"127.0.0.{i}".encode()) < zlib.crc32(client_ip.encode())
+    )
+    ours = [await connect(f"ws://127.0.0.1:{e.port}/", local_addr=(client_ip, 0)) for e in engines]
+    other = await connect(f"ws://127.0.0.1:{engines[0].port}/", local_addr=(other_ip, 0))
+    try:
+        result = await run_cli("drain", "b1", "--force", "--deadline", "1", "--control", engines[1].control)
+        assert result.code == 0, result.err
+
+        async def closed_at(ws: Any) -> float:
+            await ws.wait_closed()
+            return time.monotonic()
+
+        async with asyncio.timeout(unit(10.0)):
+            first, second = await asyncio.gather(*(closed_at(ws) for ws in ours))
+        assert abs(first - second) < 0.35, f"closed {abs(first - second):.2f} s apart"
+    finally:
+        for ws in [*ours, other]:
+            await ws.close()
