@@ -15,7 +15,7 @@ from proxy_core import __version__, statefile
 from proxy_core.accesslog import AccessLog
 from proxy_core.balancer import BalancePolicy, Balancer, make_balancer
 from proxy_core.checker import CheckRunner
-from proxy_core.cluster.scope import CHANGE_SCOPE
+from proxy_core.cluster.changes import FleetChanges
 from proxy_core.config import EngineConfig, ServerConfig, format_address, parse_address
 from proxy_core.edge import Edge, open_listener
 from proxy_core.errors import BadRequest, ConfigError, Conflict, NotFound, StateNotSaved, WsproxyError
@@ -47,7 +47,7 @@ def server_edge(config: ServerConfig | None, server: Server) -> UpstreamEdge | N
         raise ConfigError(f"server {config.name} tls_ca", exc.path, exc.problem) from exc
 
 
-class Engine:
+class Engine(FleetChanges):
     """A running proxy: start(), then wait(); every operator action goes through the methods below."""
 
     def __init__(self, config: EngineConfig, control_path: str | None = None) -> None:
@@ -288,32 +288,6 @@ class Engine:
         self.bus.publish(OperatorAction(action=action, server=name, ok=True, detail=detail))
         return result
 
-    def _fleet(self, action: str, name: str | None) -> bool:
-        """True when this change goes to the fleet's stream; a --local one is marked as this instance's override."""
-        if self.cluster is None:
-            return False
-        scope = CHANGE_SCOPE.get()
-        if scope.from_stream:
-            return False
-        if scope.local:
-            if name is not None:
-                self.local_overrides.add(name)
-            return False
-        try:
-            self.cluster.refuse_if_offline()
-        except WsproxyError as exc:
-            self.bus.publish(OperatorAction(action=action, server=name, ok=False, detail=exc.message))
-            raise
-        return True
-
-    async def _submit(self, op: str, name: str, **fields: Any) -> Any:
-        assert self.cluster is not None
-        try:
-            return await self.cluster.submit(op, name, wait_applied=CHANGE_SCOPE.get().wait_applied, **fields)
-        except WsproxyError as exc:
-            self.bus.publish(OperatorAction(action=op, server=name, ok=False, detail=exc.message))
-            raise
-
     async def add_server(self, name: str, address: str, weight: int = 1, max_conns: int | None = None) -> Server:
         if self._fleet("add", name):
             await self._check_add(name, address, max_conns)
@@ -334,18 +308,6 @@ class Engine:
             return server
 
         return await self._operate("add", name, run, f"added {name} at {address} weight {weight}")
-
-    async def _check_add(self, name: str, address: str, max_conns: int | None) -> None:
-        """An add's refusals, made once by the instance that takes it (the fleet applies it as it is)."""
-        try:
-            host, _port = parse_address("address", address)
-        except ConfigError as exc:
-            raise BadRequest(f"invalid address {address!r}: expected HOST:PORT with a port in 1..65535") from exc
-        if max_conns is not None and max_conns < 1:
-            raise BadRequest(f"invalid max_conns {max_conns}: use an integer >= 1")
-        if name in self.registry.servers:
-            raise Conflict(f"a server named {name!r} already exists")
-        await self._resolve(host)
 
     async def _resolve(self, host: str) -> None:
         loop = asyncio.get_running_loop()
@@ -439,15 +401,6 @@ class Engine:
                 )
             )
         return results
-
-    async def _refuse_fleet_connections(self, name: str) -> None:
-        assert self.cluster is not None
-        from proxy_core.cluster.model import holders
-
-        held = holders(await self.cluster.fleet(), name)
-        if held:
-            where = ", ".join(f"{i} {n}" for i, n in held.items())
-            raise Conflict(f"{name} has live connections in the fleet ({where}); drain it first, or force")
 
     async def close_connection(self, conn_id: int) -> int:
         async def run() -> int:
