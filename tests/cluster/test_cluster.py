@@ -295,3 +295,25 @@ async def test_a_drain_deadline_closes_a_client_on_two_instances_at_one_instant(
     finally:
         for ws in [*ours, other]:
             await ws.close()
+
+
+async def test_a_local_change_is_this_instance_only_and_shown_as_its_override(
+    start_fleet: Fleet, echo_backends: Any
+) -> None:
+    """`disable b2 --local` on n1 changes n1 only, shows as n1's override on n2, and a fleet change replaces it."""
+    b1, b2 = await echo_backends(2)
+    engines = await start_fleet([b1, b2], count=2)
+    assert (await run_cli("disable", "b2", "--local", "--control", engines[0].control)).code == 0
+    assert (await server_of(engines[0], "b2") or {}).get("admin") == "disabled"
+    assert (await server_of(engines[1], "b2") or {}).get("admin") == "active"
+
+    async def shown(override: bool) -> bool:
+        out = (await run_cli("instances", "--control", engines[1].control)).out
+        row = next(line for line in out.splitlines() if line.startswith("n1"))
+        return row.rstrip().endswith("b2") == override
+
+    await wait_until(lambda: shown(True), 3.0, 0.2, "n1's override shown on n2")
+    result = await run_cli("enable", "b2", "--wait-applied", "--control", engines[1].control)
+    assert result.code == 0, result.err
+    assert await all_have(engines, "b2", admin="active")
+    await wait_until(lambda: shown(False), 3.0, 0.2, "the override gone once the fleet set b2")
