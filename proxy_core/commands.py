@@ -28,8 +28,8 @@ from proxy_core.cli_format import (
 from proxy_core.client import ControlClient, ControlError, ControlUnavailable
 from proxy_core.config import MAX_WEIGHT, NAME_PATTERN, parse_address
 from proxy_core.errors import ConfigError
-from proxy_core.sources import CAP_DEADLINE, Source, open_source
 from proxy_core.fleet_cli import format_fleet, format_instances, wait_fleet_drained
+from proxy_core.sources import CAP_DEADLINE, Source, open_source
 
 JSON = dict[str, Any]
 Action = Callable[[Source, argparse.Namespace], Awaitable[int]]

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-from proxy_core.client import ControlClient, ControlError
+from proxy_core.sources import Source, SourceError
 
 JSON = dict[str, Any]
 POLL_S = 0.25  # drain --wait re-reads the fleet this often (live views refresh every second, ours is fresh)
@@ -60,7 +60,7 @@ def fleet_holders(fleet: JSON, name: str) -> tuple[int, dict[str, int]]:
     return 0, {}
 
 
-async def wait_fleet_drained(client: ControlClient, name: str, timeout: float | None, out: TextIO) -> int:
+async def wait_fleet_drained(client: Source, name: str, timeout: float | None, out: TextIO) -> int:
     """`drain --wait` in a fleet: exit 0 when the live instances together hold no connection to `name`."""
     loop = asyncio.get_running_loop()
     deadline = None if timeout is None else loop.time() + timeout
@@ -69,7 +69,7 @@ async def wait_fleet_drained(client: ControlClient, name: str, timeout: float | 
     while True:
         try:
             fleet = await client.fleet()
-        except ControlError as exc:  # the store lost: say so, keep waiting (the timeout still bounds it)
+        except SourceError as exc:  # the store lost: say so, keep waiting (the timeout still bounds it)
             line = f"fleet view unavailable: {exc.message}"
         else:
             for warning in fleet.get("warnings", []):

@@ -16,7 +16,7 @@ from typing import Any
 from textual.message import Message
 
 from proxy_core.client import ControlError, ControlUnavailable
-from proxy_core.sources import CAP_HANDSHAKES, Source
+from proxy_core.sources import CAP_FLEET, CAP_HANDSHAKES, Source
 from proxy_core.sources.wsproxy import WSPROXY_CAPABILITIES
 from tui.messages import EventsReceived, LinkLost, LinkRestored, RatesUpdated, SnapshotUpdated
 from tui.model import PoolModel
@@ -189,7 +189,7 @@ class LiveSource(DataSource):
             self._poll_now.clear()  # a request for a fresh status from here on is served by this poll or the next
             try:
                 status = await self.client.status()
-                if status.get("cluster"):  # in a fleet: the fleet view rides along with each status
+                if status.get("cluster") and CAP_FLEET in self.client.capabilities:  # in a fleet: its view rides along
                     status["fleet"] = await self._fleet()
                 if time.monotonic() - last_rates >= self.rates_interval:
                     rates = await self.client.rates()

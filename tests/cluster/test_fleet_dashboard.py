@@ -9,7 +9,7 @@ from typing import Any
 
 from websockets.asyncio.client import connect
 
-from proxy_core.client import ControlClient
+from proxy_core.sources.wsproxy import WsproxySource
 from tests.cluster.conftest import Fleet
 from tests.conftest import unit
 from tui.app import DashboardApp
@@ -40,7 +40,7 @@ async def test_dashboard_shows_the_fleet_panel_with_instances_and_a_gone_one(
     b1, b2 = await echo_backends(2)
     engines = await start_fleet([b1, b2])
     clients = [await connect(f"ws://127.0.0.1:{e.port}/") for e in engines]
-    app = DashboardApp(LiveSource(ControlClient(uds=engines[0].control)))
+    app = DashboardApp(LiveSource(WsproxySource(uds=engines[0].control)))
     try:
         async with app.run_test(size=SIZE) as pilot:
             panel = app.main_screen.fleet_panel

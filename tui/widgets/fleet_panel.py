@@ -1,8 +1,8 @@
 """The fleet under the status bar (engines started with --cluster): per-server fleet totals with a column per
 instance, the instances, and the warnings (an instance gone, health that disagrees). Hidden outside a fleet.
 
-The smallest addition to today's dashboard: the text is the CLI's `status --fleet` (proxy_core.fleet_cli), fed
-by LiveSource from `GET /v1/fleet`; the fleet view of the sources interface (issue 17) replaces it.
+The text is the CLI's `status --fleet` (proxy_core.fleet_cli), fed by LiveSource from the source's `fleet()`
+(proxy_core.sources: the same call the CLI makes).
 """
 
 from __future__ import annotations
