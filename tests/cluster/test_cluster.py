@@ -317,3 +317,23 @@ async def test_a_local_change_is_this_instance_only_and_shown_as_its_override(
     assert result.code == 0, result.err
     assert await all_have(engines, "b2", admin="active")
     await wait_until(lambda: shown(False), 3.0, 0.2, "the override gone once the fleet set b2")
+
+
+async def test_health_seen_down_by_one_instance_only_is_flagged(
+    start_fleet: Fleet, start_engine: EngineFactory, echo_backends: Any, redis_server: RedisProc
+) -> None:
+    """n3's own checks fail on b1 while n1 and n2 see it up: status --fleet through n1 flags the disagreement."""
+    (b1,) = await echo_backends(1)
+    engines = await start_fleet([b1], count=2)
+    # Health checks are per instance: n3 probes a path the backend does not serve, as a partition would look.
+    await start_engine(
+        "--backend", b1.flag, *fleet_flags(redis_server, "n3"), "--check", "http:/missing", "--fall", "1"
+    )
+
+    async def flagged() -> bool:
+        result = await run_cli("status", "--fleet", "--control", engines[0].control)
+        return (
+            "DISAGREES" in result.out and "health of b1 disagrees (n1 sees up, n2 sees up, n3 sees down)" in result.out
+        )
+
+    await wait_until(flagged, 5.0, 0.2, "the disagreement flagged")
