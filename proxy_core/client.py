@@ -64,6 +64,8 @@ class ControlClient:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         transport = httpx.AsyncHTTPTransport(uds=uds) if uds is not None else None
         self.target: str = uds if uds is not None else str(base_url)
+        # `{"local": "true"}` or `{"wait_applied": "true"}`: sent with every change (the fleet scope)
+        self.change_params: dict[str, str | int] = {}
         self._http = httpx.AsyncClient(
             transport=transport,
             base_url=base_url or UDS_BASE_URL,
@@ -89,6 +91,8 @@ class ControlClient:
         body: JSON | None = None,
         params: dict[str, str | int] | None = None,
     ) -> Any:
+        if method != "GET" and self.change_params:
+            params = {**(params or {}), **self.change_params}
         try:
             response = await self._http.request(method, path, json=body, params=params)
         except httpx.TransportError as exc:
@@ -113,6 +117,11 @@ class ControlClient:
         if limit is not None:
             params["limit"] = limit
         result: JSON = await self._request("GET", "/v1/events", params=params)
+        return result
+
+    async def fleet(self) -> JSON:
+        """GET /v1/fleet: every instance of the fleet and per-server totals (409 when not in a fleet)."""
+        result: JSON = await self._request("GET", "/v1/fleet")
         return result
 
     async def rates(self) -> JSON:

@@ -28,6 +28,7 @@ from proxy_core.cli_format import (
 from proxy_core.client import ControlClient, ControlError, ControlUnavailable
 from proxy_core.config import MAX_WEIGHT, NAME_PATTERN, parse_address
 from proxy_core.errors import ConfigError
+from proxy_core.fleet_cli import format_fleet, format_instances, wait_fleet_drained
 from proxy_core.socketpath import cli_hint, default_control_path, live_sockets
 from proxy_core.sources import CAP_DEADLINE, Source, open_source
 
@@ -108,6 +109,14 @@ def _dry_run(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _scope(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--local", action="store_true", help="in a fleet: change this instance only (an override)")
+    group.add_argument(
+        "--wait-applied", action="store_true", help="in a fleet: return once every live instance applied it"
+    )
+
+
 def _common() -> argparse.ArgumentParser:
     parent = argparse.ArgumentParser(add_help=False)
     parent.add_argument(
@@ -135,13 +144,18 @@ def add_commands(commands: Any) -> None:
 
     p = command("status", cmd_status, "show the engine and every server")
     p.add_argument("--json", action="store_true", help="print GET /v1/status as JSON")
+    p.add_argument("--fleet", action="store_true", help="fleet totals per server and every instance (--cluster)")
+    p = command("instances", cmd_instances, "list the fleet's instances: alive, last heartbeat, change applied")
+    p.add_argument("--json", action="store_true", help="print GET /v1/fleet as JSON")
     p = command("add", cmd_add, "add a server (it takes traffic after its checks pass)")
     p.add_argument("name", type=_name)
+    _scope(p)
     p.add_argument("address", type=_address, metavar="HOST:PORT")
     p.add_argument("--weight", type=_int_range(0, MAX_WEIGHT), default=1)
     p.add_argument("--max-conns", type=_int_range(1), default=None)
     p = command("drain", cmd_drain, "stop sending new connections to a server; open ones finish")
     p.add_argument("name", type=_name)
+    _scope(p)
     p.add_argument("--deadline", type=_seconds, metavar="S", help="close what is left after S seconds")
     p.add_argument("--force", action="store_true", help="even if it is the last eligible server")
     p.add_argument("--wait", action="store_true", help="block until the server has no connections (exit 0)")
@@ -149,19 +163,24 @@ def add_commands(commands: Any) -> None:
     _dry_run(p)
     p = command("undrain", cmd_undrain, "let a draining server take new connections again")
     p.add_argument("name", type=_name)
+    _scope(p)
     p = command("weight", cmd_weight, "set a server's weight (absolute, 0..256)")
     p.add_argument("name", type=_name)
+    _scope(p)
     p.add_argument("weight", type=_int_range(0, MAX_WEIGHT))
     p.add_argument("--force", action="store_true", help="allow weight 0 on the last eligible server")
     _dry_run(p)
     p = command("disable", cmd_disable, "maintenance: no new connections, open ones stay")
     p.add_argument("name", type=_name)
+    _scope(p)
     p.add_argument("--force", action="store_true", help="even if it is the last eligible server")
     _dry_run(p)
     p = command("enable", cmd_enable, "take a disabled (or draining) server back")
     p.add_argument("name", type=_name)
+    _scope(p)
     p = command("remove", cmd_remove, "remove a server from the pool")
     p.add_argument("name", type=_name)
+    _scope(p)
     p.add_argument("--force", action="store_true", help="even with live connections (closed) or as the last one")
     _dry_run(p)
     p = command("rebalance", cmd_rebalance, "move the clients that are on the wrong server now, at a bounded rate")
@@ -230,6 +249,7 @@ def run(args: argparse.Namespace, action: Action) -> int:
 
     async def main() -> int:
         async with open_source(control=None if haproxy else target, haproxy=haproxy, token=token) as source:
+            source.scope_changes(local=getattr(args, "local", False), wait_applied=getattr(args, "wait_applied", False))
             return await action(source, args)
 
     try:
@@ -255,11 +275,21 @@ def run(args: argparse.Namespace, action: Action) -> int:
 
 
 async def cmd_status(client: Source, args: argparse.Namespace) -> int:
+    if args.fleet:
+        fleet = await client.fleet()
+        print(json.dumps(fleet, indent=2) if args.json else format_fleet(fleet))
+        return EXIT_OK
     data = await client.status()
     if args.json:
         print(json.dumps(data, indent=2))
     else:
         print(format_status(data, time.time()))
+    return EXIT_OK
+
+
+async def cmd_instances(client: Source, args: argparse.Namespace) -> int:
+    fleet = await client.fleet()
+    print(json.dumps(fleet, indent=2) if args.json else format_instances(fleet))
     return EXIT_OK
 
 
@@ -274,7 +304,8 @@ async def cmd_drain(client: Source, args: argparse.Namespace) -> int:
         raise UsageError("drain: --timeout only applies with --wait")
     if args.dry_run:
         return await _preview(client, args, "drain")
-    since = int((await client.status()).get("totals", {}).get("last_seq", 0)) if args.wait else 0
+    status = await client.status() if args.wait else {}
+    since = int(status.get("totals", {}).get("last_seq", 0))
     server = await client.drain(args.name, args.deadline, force=args.force)
     print(describe(server))
     name = str(server.get("name") or args.name)  # the source's full name (HAProxy: BACKEND/SERVER)
@@ -283,6 +314,8 @@ async def cmd_drain(client: Source, args: argparse.Namespace) -> int:
         args.wait = True
     if not args.wait:
         return EXIT_OK
+    if status.get("cluster") and not args.local:
+        return await wait_fleet_drained(client, name, args.timeout, sys.stdout)
     return await wait_drained(client, name, since, args.timeout, sys.stdout)
 
 

@@ -86,6 +86,15 @@ class ControlConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ClusterConfig:
+    """`[cluster]`: a fleet of instances sharing one admin state through Redis (proxy_core.cluster)."""
+
+    url: str | None = None  # redis://HOST:PORT/DB or rediss://...; None: not in a fleet
+    instance: str = ""  # this instance's name in the fleet (default: the host name)
+    password_file: str | None = None  # the store's password, kept out of the URL (and so of process titles)
+
+
+@dataclass(frozen=True, slots=True)
 class EngineConfig:
     """Everything `wsproxy serve` needs."""
 
@@ -105,6 +114,7 @@ class EngineConfig:
     control: ControlConfig = field(default_factory=ControlConfig)
     rebalance: RebalanceConfig = field(default_factory=RebalanceConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
 
 
 def format_address(host: str, port: int) -> str:
@@ -320,6 +330,7 @@ TOP_KEYS = (
     "listen", "balance", "retries", "tcp_nodelay", "handshake_log", "access_log", "state_file",
     "max_clients", "server", "check", "timeouts", "control", "workers", "rebalance", "listener", "limits",
     "resolve",
+    "cluster",
 )  # fmt: skip
 
 
@@ -376,6 +387,8 @@ def parse_config(data: Mapping[str, Any]) -> EngineConfig:
         changes["timeouts"] = TimeoutConfig(**{k: _number(f"timeouts.{k}", v) for k, v in raw.items()})
     if "rebalance" in table:
         changes["rebalance"] = parse_rebalance(table["rebalance"])
+    if "cluster" in table:
+        changes["cluster"] = parse_cluster(table["cluster"])
     if "control" in table:
         raw = _table("control", table["control"], tuple(ControlConfig.__dataclass_fields__))
         control: dict[str, Any] = {}
@@ -389,6 +402,22 @@ def parse_config(data: Mapping[str, Any]) -> EngineConfig:
                 control[key] = _str(f"control.{key}", value)
         changes["control"] = ControlConfig(**control)
     return replace(config, **changes)
+
+
+def parse_cluster(value: object, base: ClusterConfig | None = None) -> ClusterConfig:
+    """`[cluster]` url, instance, password_file; the URL is checked here so a typo fails at start."""
+    raw = _table("cluster", value, tuple(ClusterConfig.__dataclass_fields__))
+    changes = {key: _str(f"cluster.{key}", item) for key, item in raw.items()}
+    if "url" in changes:
+        url = changes["url"]
+        parts = url.split("://", 1)
+        if len(parts) != 2 or parts[0] not in ("redis", "rediss") or not parts[1]:
+            from proxy_core.cluster.model import redact_url
+
+            raise ConfigError("cluster.url", redact_url(url), "redis://HOST:PORT/DB or rediss://HOST:PORT/DB")
+    if "instance" in changes:
+        validate_name("cluster.instance", changes["instance"])
+    return replace(base or ClusterConfig(), **changes)
 
 
 def parse_rebalance(value: object) -> RebalanceConfig:

@@ -8,15 +8,16 @@ import os
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from proxy_core import __version__, statefile
 from proxy_core.accesslog import AccessLog
 from proxy_core.balancer import BalancePolicy, Balancer, make_balancer
 from proxy_core.checker import CheckRunner
+from proxy_core.cluster.changes import FleetChanges
 from proxy_core.config import EngineConfig, ServerConfig, format_address, parse_address
 from proxy_core.edge import Edge, open_listener
-from proxy_core.errors import BadRequest, ConfigError, NotFound, StateNotSaved, WsproxyError
+from proxy_core.errors import BadRequest, ConfigError, Conflict, NotFound, StateNotSaved, WsproxyError
 from proxy_core.events import EventBus, OperatorAction
 from proxy_core.health import CheckResult
 from proxy_core.listener import Listener
@@ -28,7 +29,11 @@ from proxy_core.switchboard import Switchboard
 from proxy_core.tls import CertProblem
 from proxy_core.upstream import UpstreamEdge
 
+if TYPE_CHECKING:
+    from proxy_core.cluster.store import Cluster
+
 T = TypeVar("T")
+FLEET_OFFSETS: dict[str, float] = {}  # no shared list of clients: every client takes its hash position (spread.py)
 
 
 def server_edge(config: ServerConfig | None, server: Server) -> UpstreamEdge | None:
@@ -41,7 +46,7 @@ def server_edge(config: ServerConfig | None, server: Server) -> UpstreamEdge | N
         raise ConfigError(f"server {config.name} tls_ca", exc.path, exc.problem) from exc
 
 
-class Engine:
+class Engine(FleetChanges):
     """A running proxy: start(), then wait(); every operator action goes through the methods below."""
 
     def __init__(self, config: EngineConfig, control_path: str | None = None) -> None:
@@ -64,6 +69,9 @@ class Engine:
         self.control: Any = None  # the control API runner, started by proxy_core.control
         self.configured = {s.name for s in config.servers}
         self.removed: set[str] = set()  # configured servers removed at runtime (kept removed after a restart)
+        self.local_overrides: set[str] = set()  # servers changed with --local since the fleet last set them
+        self.cluster: Cluster | None = None
+        self._cluster_applied: str | None = None  # from the state file, until the cluster starts
         if config.state_file:
             self.state_path: str | None = config.state_file
         else:
@@ -88,6 +96,11 @@ class Engine:
         self.edge = Edge(self.board, self.config)
         for server in self.registry:
             self.checker.add(server.name, server.host, server.port, edge=server.edge)
+        if self.config.cluster.url:  # catch up on the fleet's changes before accepting a connection
+            from proxy_core.cluster.store import Cluster
+
+            self.cluster = Cluster(self, self.config.cluster, self._cluster_applied)
+            await self.cluster.join()
         for listen in self.config.listen:
             name = format_address(listen.host, listen.port)
             try:
@@ -100,6 +113,9 @@ class Engine:
             self.board.listener_counts[listener.address] = [0, 0]
         self.board.listeners = self.listeners
         self._spawn(self._sample_rates())
+        if self.cluster is not None:
+            self._spawn(self.cluster.run_applier())
+            self._spawn(self.cluster.run_heartbeat())
         self._spawn(self._watch_drains())
         if self.config.rebalance.auto:
             self._spawn(self.rebalancer.auto_loop())
@@ -119,6 +135,7 @@ class Engine:
         else:
             pool = statefile.merge(self.config.servers, saved)
             self.removed = saved.removed & self.configured
+            self._cluster_applied = saved.cluster_applied
         configured = {s.name: s for s in self.config.servers}
         addresses = await asyncio.gather(*(self._try_resolve(entry.config.host) for entry in pool))
         unresolved = [e.config for e, a in zip(pool, addresses, strict=True) if a is None]
@@ -158,7 +175,8 @@ class Engine:
     def save_state(self) -> None:
         """Write the pool's runtime state atomically; called before a mutation is acknowledged."""
         if self.state_path:
-            statefile.write_atomic(self.state_path, statefile.snapshot(self.registry, self.removed))
+            applied = self.cluster.applied if self.cluster is not None else self._cluster_applied
+            statefile.write_atomic(self.state_path, statefile.snapshot(self.registry, self.removed, applied))
 
     def _spawn(self, coro: Awaitable[Any]) -> None:
         task: asyncio.Task[Any] = asyncio.ensure_future(coro)
@@ -201,6 +219,8 @@ class Engine:
                 for client in list(self.board.connections.values()):
                     client.finish("proxy", "shutdown", reset=True)
         await self.checker.close()
+        if self.cluster is not None:
+            await self.cluster.close()
         try:
             self.save_state()
         except OSError as exc:
@@ -258,7 +278,10 @@ class Engine:
                     server.drain_deadline = None
                     count = server.active
                     spread = self.config.timeouts.drain_spread
-                    clients = self.board.close_many(server.conns, "drain deadline", spread)
+                    # In a fleet, every instance closes a client at its hash position in the window from the
+                    # same deadline instant: a client with connections on two instances is closed at once.
+                    offsets = FLEET_OFFSETS if self.cluster is not None else None
+                    clients = self.board.close_many(server.conns, "drain deadline", spread, offsets)
                     self.bus.publish(
                         OperatorAction(
                             action="drain-deadline",
@@ -288,6 +311,10 @@ class Engine:
         return result
 
     async def add_server(self, name: str, address: str, weight: int = 1, max_conns: int | None = None) -> Server:
+        if self._fleet("add", name):
+            await self._check_add(name, address, max_conns)
+            return cast(Server, await self._submit("add", name, address=address, weight=weight, max_conns=max_conns))
+
         async def run() -> Server:
             try:
                 host, port = parse_address("address", address)
@@ -307,6 +334,11 @@ class Engine:
 
         return await self._operate("add", name, run, f"added {name} at {address} weight {weight}")
 
+    async def _resolve(self, host: str) -> None:
+        """Refuse a fleet `add` whose host does not resolve here (the instance taking it checks for the fleet)."""
+        if await self._try_resolve(host) is None:
+            raise BadRequest(f"host {host!r} does not resolve")
+
     @staticmethod
     async def _try_resolve(host: str) -> str | None:
         """The address `host` resolves to now, or None (resolver.py: one function for every lookup)."""
@@ -316,6 +348,11 @@ class Engine:
             return None
 
     async def drain(self, name: str, deadline_s: float | None = None, force: bool = False) -> Server:
+        if self._fleet("drain", name):
+            self.registry.validate("drain", name, force=force, deadline_s=deadline_s)
+            deadline = None if deadline_s is None else time.time() + deadline_s  # one instant for the fleet
+            return cast(Server, await self._submit("drain", name, deadline=deadline))
+
         async def run() -> Server:
             server, events = self.registry.drain(name, deadline_s, time.time(), force=force)
             self.bus.publish_all(events)
@@ -325,17 +362,31 @@ class Engine:
         return await self._operate("drain", name, run, f"draining {name}{when}")
 
     async def undrain(self, name: str) -> Server:
+        if self._fleet("undrain", name):
+            server = self.registry.get(name)
+            if server.admin != "draining":
+                raise Conflict(f"{name} is not draining (state {server.state})")
+            return cast(Server, await self._submit("undrain", name))
         return await self._simple("undrain", name, lambda: self.registry.undrain(name), f"{name} takes new connections")
 
     async def disable(self, name: str, force: bool = False) -> Server:
+        if self._fleet("disable", name):
+            self.registry.validate("disable", name, force=force)
+            return cast(Server, await self._submit("disable", name))
         return await self._simple(
             "disable", name, lambda: self.registry.disable(name, force=force), f"{name} disabled (maintenance)"
         )
 
     async def enable(self, name: str) -> Server:
+        if self._fleet("enable", name):
+            self.registry.get(name)
+            return cast(Server, await self._submit("enable", name))
         return await self._simple("enable", name, lambda: self.registry.enable(name), f"{name} enabled")
 
     async def set_weight(self, name: str, weight: int, force: bool = False) -> Server:
+        if self._fleet("weight", name):
+            self.registry.validate("weight", name, force=force, weight=weight)
+            return cast(Server, await self._submit("weight", name, weight=weight))
         return await self._simple(
             "weight", name, lambda: self.registry.set_weight(name, weight, force=force), f"{name} weight {weight}"
         )
@@ -349,6 +400,12 @@ class Engine:
         return await self._operate(action, name, run, detail)
 
     async def remove(self, name: str, force: bool = False) -> Server:
+        if self._fleet("remove", name):
+            self.registry.validate("remove", name, force=force)
+            if not force:
+                await self._refuse_fleet_connections(name)
+            return cast(Server, await self._submit("remove", name))
+
         async def run() -> Server:
             server, events = self.registry.remove(name, force=force)
             if name in self.configured:
@@ -462,4 +519,5 @@ class Engine:
             },
             "servers": self.registry.snapshot(),
             "rebalance": self.rebalancer.status(),
+            "cluster": self.cluster.status() if self.cluster is not None else None,
         }

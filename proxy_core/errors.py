@@ -56,3 +56,10 @@ class StateNotSaved(WsproxyError):
 
     status = 500
     code = "state_not_saved"
+
+
+class StoreUnavailable(WsproxyError):
+    """A fleet change or read that needs the fleet's store (Redis), which is unreachable: named in the message."""
+
+    status = 503
+    code = "store_unavailable"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import socket
 from dataclasses import replace
 
 from proxy_core.config import (
@@ -14,9 +15,11 @@ from proxy_core.config import (
     parse_backend_flag,
     parse_check,
     parse_check_flag,
+    parse_cluster,
     parse_listen,
     parse_resolve,
     parse_workers,
+    validate_name,
 )
 from proxy_core.edgeconfig import LimitsConfig, parse_limits, parse_listen_flag
 from proxy_core.errors import ConfigError
@@ -73,6 +76,9 @@ def add_engine_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--control", metavar="PATH", help="control socket path")
     parser.add_argument("--control-tcp", metavar="HOST:PORT", help="also serve the control API on TCP (token required)")
     parser.add_argument("--token-file", metavar="PATH", help="bearer token for the TCP control API")
+    parser.add_argument("--cluster", metavar="redis://HOST:PORT/DB", help="join a fleet sharing one admin state")
+    parser.add_argument("--instance", metavar="NAME", help="this instance's name in the fleet (default: host name)")
+    parser.add_argument("--cluster-password-file", metavar="PATH", help="the fleet store's password")
     parser.add_argument(
         "--status-listen", metavar="HOST:PORT", help="serve /status and /metrics on TCP, like the seed's port 9000"
     )
@@ -146,6 +152,16 @@ def build_config(args: argparse.Namespace) -> EngineConfig:
         parse_listen("--status-listen", args.status_listen)
         control = replace(control, status_listen=args.status_listen)
     changes["control"] = control
+    cluster_flags = {
+        "url": args.cluster,
+        "instance": args.instance,
+        "password_file": args.cluster_password_file,
+    }
+    flag_cluster = {k: v for k, v in cluster_flags.items() if v}
+    cluster = parse_cluster(flag_cluster, config.cluster) if flag_cluster else config.cluster
+    if cluster.url and not cluster.instance:
+        cluster = replace(cluster, instance=validate_name("--instance", socket.gethostname().split(".")[0]))
+    changes["cluster"] = cluster
     result = replace(config, **changes)  # type: ignore[arg-type]
     if not result.servers:
         raise ConfigError("server", None, "give at least one server: --backend HOST:PORT or [[server]] in the file")

@@ -216,7 +216,7 @@ def _ssl_protocol_class(loop: asyncio.AbstractEventLoop) -> Any:
     if type(loop).__module__.startswith("uvloop"):
         import uvloop.loop
 
-        return uvloop.loop.SSLProtocol
+        return getattr(uvloop.loop, "SSLProtocol")  # noqa: B009  (not in uvloop's stubs)
     import asyncio.sslproto
 
     return asyncio.sslproto.SSLProtocol

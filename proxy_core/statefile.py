@@ -35,6 +35,7 @@ class ServerState:
 class SavedState:
     servers: list[ServerState] = field(default_factory=list)
     removed: set[str] = field(default_factory=set)
+    cluster_applied: str | None = None  # the last fleet change applied (proxy_core.cluster), replayed from on start
 
 
 def default_state_path(control_path: str) -> str:
@@ -43,8 +44,8 @@ def default_state_path(control_path: str) -> str:
     return str(path.with_name(f"{path.stem}.state.json"))
 
 
-def snapshot(registry: Registry, removed: set[str]) -> dict[str, Any]:
-    return {
+def snapshot(registry: Registry, removed: set[str], cluster_applied: str | None = None) -> dict[str, Any]:
+    data = {
         "version": STATE_VERSION,
         "written": time.time(),
         "servers": [
@@ -60,6 +61,9 @@ def snapshot(registry: Registry, removed: set[str]) -> dict[str, Any]:
         ],
         "removed": sorted(removed),
     }
+    if cluster_applied is not None:
+        data["cluster_applied"] = cluster_applied
+    return data
 
 
 def write_atomic(path: str, data: dict[str, Any]) -> None:
@@ -110,6 +114,10 @@ def parse(data: object) -> SavedState:
     if not isinstance(removed, list) or not all(isinstance(n, str) for n in removed):
         raise ConfigError("state.removed", removed, "a list of names")
     state.removed = set(removed)
+    applied = data.get("cluster_applied")
+    if applied is not None and not isinstance(applied, str):
+        raise ConfigError("state.cluster_applied", applied, "a stream entry id or null")
+    state.cluster_applied = applied
     return state
 
 

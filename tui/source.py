@@ -16,7 +16,7 @@ from typing import Any
 from textual.message import Message
 
 from proxy_core.client import ControlError, ControlUnavailable
-from proxy_core.sources import CAP_HANDSHAKES, Source
+from proxy_core.sources import CAP_FLEET, CAP_HANDSHAKES, Source
 from proxy_core.sources.wsproxy import WSPROXY_CAPABILITIES
 from tui.messages import EventsReceived, LinkLost, LinkRestored, RatesUpdated, SnapshotUpdated
 from tui.model import PoolModel
@@ -189,6 +189,8 @@ class LiveSource(DataSource):
             self._poll_now.clear()  # a request for a fresh status from here on is served by this poll or the next
             try:
                 status = await self.client.status()
+                if status.get("cluster") and CAP_FLEET in self.client.capabilities:  # in a fleet: its view rides along
+                    status["fleet"] = await self._fleet()
                 if time.monotonic() - last_rates >= self.rates_interval:
                     rates = await self.client.rates()
                     last_rates = time.monotonic()
@@ -204,6 +206,12 @@ class LiveSource(DataSource):
             interval = self.streaming_status_interval if self.streaming else self.status_interval
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._poll_now.wait(), interval)
+
+    async def _fleet(self) -> JSON:
+        try:
+            return await self.client.fleet()
+        except ControlError as exc:  # the store unreachable: shown, the engine's own status still is
+            return {"error": exc.message}
 
     def poll_now(self) -> None:
         """Fetch the status now rather than at the next interval (after a change the table must show)."""

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from aiohttp import web
 
+from proxy_core.cluster.scope import CHANGE_SCOPE, ChangeScope
 from proxy_core.control.body import (
     MAX_BODY,
     Spec,
@@ -47,6 +48,19 @@ WEIGHT_SPEC = {"weight": Spec("integer", required=True)}
 REBALANCE_SPEC = {"rate": Spec("number", nullable=True)}
 MAX_REBALANCE_RATE = 100_000.0  # clients a second; more is a typo, and would be every client at once anyway
 NO_FIELDS: dict[str, Spec] = {}
+
+
+SCOPE_PARAMS = ("local", "wait_applied")  # on every change: this instance only; answer once the fleet applied it
+
+
+def change_query(request: web.Request, allowed: tuple[str, ...]) -> None:
+    """A change's query: its own parameters and the fleet scope, set for the Engine method this task calls."""
+    check_query(request.query, allowed + SCOPE_PARAMS)
+    local, wait_applied = query_flag(request.query, "local"), query_flag(request.query, "wait_applied")
+    if local and wait_applied:
+        raise BadRequest("query parameters 'local' and 'wait_applied' exclude each other")
+    if local or wait_applied:
+        CHANGE_SCOPE.set(ChangeScope(local=local, wait_applied=wait_applied))
 
 
 def engine_of(request: web.Request) -> Engine:
@@ -107,6 +121,15 @@ async def get_events(request: web.Request) -> web.Response:
     return answer({"events": data, "next": events[-1].seq if events else since, "dropped": missed})
 
 
+async def get_fleet(request: web.Request) -> web.Response:
+    """Every instance's live view summed per server (503 naming the store when it is unreachable)."""
+    check_query(request.query, ())
+    cluster = engine_of(request).cluster
+    if cluster is None:
+        raise Conflict("this engine is not in a fleet: start it with --cluster redis://HOST:PORT/DB")
+    return answer(await cluster.fleet())
+
+
 async def get_rates(request: web.Request) -> web.Response:
     check_query(request.query, ())
     rates = engine_of(request).rates
@@ -125,7 +148,7 @@ async def get_rates(request: web.Request) -> web.Response:
 
 
 async def add_server(request: web.Request) -> web.Response:
-    check_query(request.query, ())
+    change_query(request, ())
     body = await read_body(request, ADD_SPEC)
     name = server_name(body["name"])
     engine = engine_of(request)
@@ -143,7 +166,7 @@ def dry_run(request: web.Request, action: str, name: str, weight: int | None = N
 
 
 async def drain(request: web.Request) -> web.Response:
-    check_query(request.query, ("force", "dry_run"))
+    change_query(request, ("force", "dry_run"))
     name = _name(request)
     body = await read_body(request, DRAIN_SPEC)
     engine = engine_of(request)
@@ -154,7 +177,7 @@ async def drain(request: web.Request) -> web.Response:
 
 
 async def undrain(request: web.Request) -> web.Response:
-    check_query(request.query, ())
+    change_query(request, ())
     name = _name(request)
     await read_body(request, NO_FIELDS)
     engine = engine_of(request)
@@ -162,7 +185,7 @@ async def undrain(request: web.Request) -> web.Response:
 
 
 async def disable(request: web.Request) -> web.Response:
-    check_query(request.query, ("force", "dry_run"))
+    change_query(request, ("force", "dry_run"))
     name = _name(request)
     await read_body(request, NO_FIELDS)
     engine = engine_of(request)
@@ -173,7 +196,7 @@ async def disable(request: web.Request) -> web.Response:
 
 
 async def enable(request: web.Request) -> web.Response:
-    check_query(request.query, ())
+    change_query(request, ())
     name = _name(request)
     await read_body(request, NO_FIELDS)
     engine = engine_of(request)
@@ -181,7 +204,7 @@ async def enable(request: web.Request) -> web.Response:
 
 
 async def set_weight(request: web.Request) -> web.Response:
-    check_query(request.query, ("force", "dry_run"))
+    change_query(request, ("force", "dry_run"))
     name = _name(request)
     body = await read_body(request, WEIGHT_SPEC)
     engine = engine_of(request)
@@ -192,7 +215,7 @@ async def set_weight(request: web.Request) -> web.Response:
 
 
 async def remove(request: web.Request) -> web.Response:
-    check_query(request.query, ("force", "dry_run"))
+    change_query(request, ("force", "dry_run"))
     name = _name(request)
     await read_body(request, NO_FIELDS)
     if (preview := dry_run(request, "remove", name)) is not None:
@@ -250,6 +273,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/v1/events", get_events)
     app.router.add_get("/v1/events/stream", stream_events)
     app.router.add_get("/v1/rates", get_rates)
+    app.router.add_get("/v1/fleet", get_fleet)
     app.router.add_post("/v1/servers", add_server)
     app.router.add_post("/v1/servers/{name}/drain", drain)
     app.router.add_post("/v1/servers/{name}/undrain", undrain)

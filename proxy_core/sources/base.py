@@ -25,6 +25,7 @@ CAP_CLOSE_CONNECTION = "close-connection"  # close one client connection by id
 CAP_PREVIEW = "preview"  # `dry_run` impact previews of drain, disable, weight, remove
 CAP_REBALANCE = "rebalance"  # move clients that are on the wrong server
 CAP_DEADLINE = "deadline"  # the proxy itself closes what is left at a drain deadline (else this process must stay)
+CAP_FLEET = "fleet"  # can be one of a fleet (`fleet()`, `scope_changes()`); status `cluster` says if it is
 
 
 class Source(ABC):
@@ -129,6 +130,17 @@ class Source(ABC):
 
     async def stop_rebalance(self) -> JSON:
         raise self.unsupported("rebalance")
+
+    # Optional (CAP_FLEET): the fleet this proxy belongs to (docs/cluster.md)
+
+    async def fleet(self) -> JSON:
+        """`/v1/fleet`: every instance and per-server fleet totals (409 `not_clustered` outside a fleet)."""
+        raise self.unsupported("the fleet view")
+
+    def scope_changes(self, *, local: bool = False, wait_applied: bool = False) -> None:
+        """Every later change: this instance only (`local`), or answered once the whole fleet applied it."""
+        if local or wait_applied:
+            raise self.unsupported("--local and --wait-applied (fleets)")
 
     def unsupported(self, what: str) -> SourceError:
         return SourceError(501, "unsupported", f"{what} is not available with {self.proxy_kind} ({self.target})")

@@ -7,6 +7,7 @@ from proxy_core.sources.base import (
     CAP_ADD_REMOVE,
     CAP_CLOSE_CONNECTION,
     CAP_DEADLINE,
+    CAP_FLEET,
     CAP_HANDSHAKES,
     CAP_MUTATE,
     CAP_PREVIEW,
@@ -15,7 +16,16 @@ from proxy_core.sources.base import (
 )
 
 WSPROXY_CAPABILITIES = frozenset(
-    {CAP_HANDSHAKES, CAP_MUTATE, CAP_ADD_REMOVE, CAP_CLOSE_CONNECTION, CAP_DEADLINE, CAP_PREVIEW, CAP_REBALANCE}
+    {
+        CAP_HANDSHAKES,
+        CAP_MUTATE,
+        CAP_ADD_REMOVE,
+        CAP_CLOSE_CONNECTION,
+        CAP_DEADLINE,
+        CAP_PREVIEW,
+        CAP_REBALANCE,
+        CAP_FLEET,
+    }
 )
 
 
@@ -28,3 +38,7 @@ class WsproxySource(ControlClient, Source):
     @property
     def capabilities(self) -> frozenset[str]:
         return WSPROXY_CAPABILITIES
+
+    def scope_changes(self, *, local: bool = False, wait_applied: bool = False) -> None:
+        """Sent with every change as a query parameter; an engine outside a fleet ignores both."""
+        self.change_params = {"local": "true"} if local else {"wait_applied": "true"} if wait_applied else {}

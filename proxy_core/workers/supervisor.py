@@ -380,7 +380,10 @@ class Supervisor(Engine):
                     self.watch_soon(server.name)  # its clients are known to the supervisor by the deadline
                 if now >= deadline:
                     server.drain_deadline = None
-                    offsets = even_offsets(self._clients_of(server.name), spread)
+                    # In a fleet: no offsets, so each worker places a client at its hash position, as every
+                    # other instance does (one instant for a client whose connections span instances).
+                    fleet = self.cluster is not None
+                    offsets = {} if fleet else even_offsets(self._clients_of(server.name), spread)
                     self._broadcast({"t": "close_server", "name": server.name, "spread": spread,
                                      "reason": "drain deadline", "offsets": offsets})  # fmt: skip
                     detail = f"deadline reached: closing {server.active} connection(s) over {spread:g} s"

@@ -14,6 +14,7 @@ from tui.screens.actions import SERVER_BINDINGS, ServerActionsScreen
 from tui.widgets.backends import BackendsTable
 from tui.widgets.edge_bar import EdgeBar
 from tui.widgets.events_pane import EventsPane
+from tui.widgets.fleet_panel import FleetPanel
 from tui.widgets.graphs import Graphs
 from tui.widgets.handshake_log import HandshakeLog
 from tui.widgets.rebalance_bar import RebalanceBar
@@ -45,6 +46,7 @@ class MainScreen(ServerActionsScreen):
         self.rebalance_bar = RebalanceBar(id="rebalance-bar")
         self.edge_bar = EdgeBar(id="edge-bar")
         self.backends = BackendsTable(id="backends")
+        self.fleet_panel = FleetPanel(id="fleet-panel")
         self.graphs = Graphs(id="graphs")
         self.events_pane = EventsPane(id="events")
         self.handshakes = HandshakeLog(id="handshakes")
@@ -55,6 +57,7 @@ class MainScreen(ServerActionsScreen):
         yield self.rebalance_bar
         yield self.edge_bar
         yield self.backends
+        yield self.fleet_panel
         with Horizontal(id="middle"):
             yield self.graphs
             yield self.events_pane
@@ -84,6 +87,7 @@ class MainScreen(ServerActionsScreen):
         self.rebalance_bar.set_rebalance(status.get("rebalance"), now)
         self.edge_bar.set_status(status, now)
         self.backends.update_servers(list(status.get("servers") or []), now)
+        self.fleet_panel.set_fleet(status.get("fleet"))
         self.handshakes.set_engine_dropped(int((status.get("totals") or {}).get("dropped_events", 0)))
         self.refresh_bindings_if_changed()
 

@@ -1,0 +1,1 @@
+"""A fleet of instances sharing one admin state through Redis (docs/cluster.md)."""
