@@ -1,6 +1,7 @@
 """Regenerate screenshots/*.svg from a real demo run (backends, engine, load) driven by Pilot.
 
 Run: .venv/bin/python scripts/screenshots.py [--out screenshots] [--warmup 8]
+The fleet view (fleet.svg) needs a Redis: WSPROXY_SCREENSHOTS=1 .venv/bin/pytest tests/cluster/test_fleet_dashboard.py
 """
 
 from __future__ import annotations
