@@ -14,8 +14,8 @@ from proxy_core import __version__, statefile
 from proxy_core.accesslog import AccessLog
 from proxy_core.balancer import BalancePolicy, Balancer, make_balancer
 from proxy_core.checker import CheckRunner
-from proxy_core.cluster.changes import FleetChanges
-from proxy_core.config import EngineConfig, ServerConfig, format_address, parse_address
+from proxy_core.cluster.changes import FleetChanges, parse_add
+from proxy_core.config import EngineConfig, ServerConfig, format_address
 from proxy_core.edge import Edge, open_listener
 from proxy_core.errors import BadRequest, ConfigError, Conflict, NotFound, StateNotSaved, WsproxyError
 from proxy_core.events import EventBus, OperatorAction
@@ -316,12 +316,7 @@ class Engine(FleetChanges):
             return cast(Server, await self._submit("add", name, address=address, weight=weight, max_conns=max_conns))
 
         async def run() -> Server:
-            try:
-                host, port = parse_address("address", address)
-            except ConfigError as exc:
-                raise BadRequest(f"invalid address {address!r}: expected HOST:PORT with a port in 1..65535") from exc
-            if max_conns is not None and max_conns < 1:
-                raise BadRequest(f"invalid max_conns {max_conns}: use an integer >= 1")
+            host, port = parse_add(address, max_conns)
             resolved = await self._try_resolve(host)
             if resolved is None:
                 raise BadRequest(f"host {host!r} does not resolve")

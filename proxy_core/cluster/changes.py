@@ -14,6 +14,17 @@ if TYPE_CHECKING:
     from proxy_core.cluster.store import Cluster
 
 
+def parse_add(address: str, max_conns: int | None) -> tuple[str, int]:
+    """An add's host and port, refused with the reason when the address or max_conns is malformed."""
+    try:
+        host, port = parse_address("address", address)
+    except ConfigError as exc:
+        raise BadRequest(f"invalid address {address!r}: expected HOST:PORT with a port in 1..65535") from exc
+    if max_conns is not None and max_conns < 1:
+        raise BadRequest(f"invalid max_conns {max_conns}: use an integer >= 1")
+    return host, port
+
+
 class FleetChanges:
     """Mixed into the Engine: each change method asks `_fleet` whether to submit instead of applying here."""
 
@@ -53,12 +64,7 @@ class FleetChanges:
 
     async def _check_add(self, name: str, address: str, max_conns: int | None) -> None:
         """An add's refusals, made once by the instance that takes it (the fleet applies it as it is)."""
-        try:
-            host, _port = parse_address("address", address)
-        except ConfigError as exc:
-            raise BadRequest(f"invalid address {address!r}: expected HOST:PORT with a port in 1..65535") from exc
-        if max_conns is not None and max_conns < 1:
-            raise BadRequest(f"invalid max_conns {max_conns}: use an integer >= 1")
+        host, _port = parse_add(address, max_conns)
         if name in self.registry.servers:
             raise Conflict(f"a server named {name!r} already exists")
         await self._resolve(host)

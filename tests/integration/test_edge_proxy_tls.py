@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import socket
 import ssl
 from collections.abc import Callable
 from pathlib import Path
@@ -17,9 +16,9 @@ from websockets.asyncio.client import connect
 
 from proxy_core.proxyproto import build_v1, build_v2
 from tests.conftest import EngineFactory, EngineProc, unit, wait_until
+from tests.integration.test_edge_proxy import ALLOWED, _socket_from
 
 pytestmark = pytest.mark.asyncio
-ALLOWED = "127.0.0.2"
 
 
 def _client_context(ca: trustme.CA) -> ssl.SSLContext:
@@ -39,14 +38,6 @@ async def _engine(start_engine: EngineFactory, tmp_path: Path, ca: trustme.CA, b
         f'proxy_protocol = true\nproxy_protocol_from = ["{ALLOWED}"]\n\n[timeouts]\nhead = 2\n'
     )
     return await start_engine("-c", str(config), "--backend", backend_flag, "--access-log", "access.jsonl", listen=None)
-
-
-def _socket_from(source: str, port: int) -> socket.socket:
-    sock = socket.socket()
-    sock.settimeout(unit(5))
-    sock.bind((source, 0))
-    sock.connect(("127.0.0.1", port))
-    return sock
 
 
 async def _coalesced_handshake(port: int, ca: trustme.CA, header: bytes) -> tuple[str, bytes]:
