@@ -27,13 +27,12 @@ from pathlib import Path
 from typing import Any
 
 from loadgen import LOAD_CPU, run_wrk
-from procs import Launcher, free_port, raise_nofile, wait_port, wait_unix
+from procs import Launcher, free_port, raise_nofile, start_backends, wait_port, wait_unix
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from proxy_core.client import ControlClient  # noqa: E402
 
-BACKENDS = str(Path(__file__).with_name("backends.py"))
 PROXY_CPU = 0
 REDIS_BIN = shutil.which("redis-server") or "/usr/bin/redis-server"
 
@@ -100,11 +99,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="wsproxy-cbench-") as tmp:
         launcher = Launcher(Path(tmp))
         try:
-            ports = [free_port(), free_port()]
-            backends = launcher.start([sys.executable, BACKENDS, "--port", str(ports[0]), "--port", str(ports[1])],
-                                      LOAD_CPU, "backends")  # fmt: skip
-            for backend_port in ports:
-                wait_port(backend_port, backends)
+            ports, _backends = start_backends(launcher, LOAD_CPU)
             _redis, url = start_redis(launcher, tmp)
             plain = start_proxy(launcher, "plain", ports, tmp, None)
             fleet = [start_proxy(launcher, f"n{i}", ports, tmp, url) for i in (1, 2, 3)]

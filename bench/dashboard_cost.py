@@ -51,11 +51,10 @@ from typing import Any
 
 from loadgen import LOAD_CPU, PROXY_CPU, SLACK, Meter, _expect_or_result, _result, _wsclient_argv
 from measure import children, cpu_seconds, tree_cpu_seconds, wait_seconds
-from procs import Launcher, LineReader, free_port, raise_nofile, wait_port, wait_unix
+from procs import Launcher, LineReader, free_port, raise_nofile, start_backends, wait_port, wait_unix
 
 REPO = Path(__file__).resolve().parent.parent
 HERE = Path(__file__).resolve()
-BACKENDS = str(HERE.with_name("backends.py"))
 ENGINE_FLAGS = ["--check", "tcp", "--check-interval", "1000"]  # handshake log: on by default
 COLS, ROWS = 160, 48
 TUI_START_S = 30.0  # the dashboard must have drawn the backends table by then (it takes ~1 s)
@@ -474,11 +473,7 @@ def start_engine(
     launcher: Launcher, workdir: Path
 ) -> tuple[subprocess.Popen[bytes], subprocess.Popen[bytes], int, str]:
     """The two-port backend (CPU 1) and the engine (CPU 0) in front of it: (backend, engine, port, control)."""
-    ports = [free_port(), free_port()]
-    backend = launcher.start([sys.executable, BACKENDS, "--port", str(ports[0]), "--port", str(ports[1])],
-                             LOAD_CPU, "backends")  # fmt: skip
-    for p in ports:
-        wait_port(p, backend)
+    ports, backend = start_backends(launcher, LOAD_CPU)
     port, control = free_port(), str(workdir / "ctl.sock")
     argv = [
         sys.executable, "-m", "proxy_core", "serve", "--listen", f"127.0.0.1:{port}",

@@ -10,6 +10,7 @@ import select
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import IO
@@ -18,6 +19,7 @@ from measure import children
 
 NOFILE = 65536  # idle-hold scenario: 9,000 client + 9,000 backend sockets in one process, 18,000 in a proxy.
 STOP_GRACE = 3.0  # seconds between SIGTERM and SIGKILL.
+BACKENDS_SCRIPT = str(Path(__file__).with_name("backends.py"))
 PORT_FLOOR = 20000  # listeners get ports in [PORT_FLOOR, start of the ephemeral range)
 
 
@@ -207,3 +209,13 @@ class Launcher:
         except OSError:
             return ""
         return " | ".join(text.strip().splitlines()[-lines:])
+
+
+def start_backends(launcher: Launcher, cpu: int, count: int = 2) -> tuple[list[int], subprocess.Popen[bytes]]:
+    """The echo/HTTP backend process (backends.py) on `count` free ports, waited for: (ports, process)."""
+    ports = [free_port() for _ in range(count)]
+    argv = [sys.executable, BACKENDS_SCRIPT, *(a for port in ports for a in ("--port", str(port)))]
+    backend = launcher.start(argv, cpu, "backends")
+    for port in ports:
+        wait_port(port, backend)
+    return ports, backend

@@ -25,12 +25,11 @@ from typing import Any
 from edge import make_edge_files
 from loadgen import LOAD_CPU, PROXY_CPU
 from measure import CoreTimes, time_wait_sockets
-from procs import Launcher, free_port, raise_nofile, wait_port
+from procs import Launcher, raise_nofile, start_backends
 from proxies import COLUMN_NAMES, WSPROXY_FEATURE_ARGS, WSPROXY_LEAN_ARGS, Column, make_columns
 from report import NOISE_PCT, Results, fmt, noise_warnings, scenario_block, summary_block
 from scenarios import Scenario, Settings, select
 
-BACKENDS = str(Path(__file__).with_name("backends.py"))
 N_BACKENDS = 2
 PAUSE = 0.3  # seconds between runs, for closed sockets to be reaped
 NOISE_RETRIES = 1  # extra runs of a column when other work shared the proxy core; the quietest run is kept
@@ -193,12 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     results: Results = {}
     cols: list[Column] = []
     try:
-        ports = [free_port() for _ in range(N_BACKENDS)]
-        backend = launcher.start(
-            [sys.executable, BACKENDS, *(a for pt in ports for a in ("--port", str(pt)))], LOAD_CPU, "backends"
-        )
-        for pt in ports:
-            wait_port(pt, backend)
+        ports, _backend = start_backends(launcher, LOAD_CPU, N_BACKENDS)
         edge = make_edge_files(workdir) if any(sc.needs for sc in scenarios) else None
         if edge is None and any(sc.needs == "tls" for sc in scenarios):
             print("note: trustme is not installed (pip install -e '.[test]'): no TLS scenarios", file=sys.stderr)

@@ -22,10 +22,9 @@ from typing import Any
 
 from loadgen import LOAD_CPU, run_wrk
 from measure import cpu_seconds
-from procs import Launcher, free_port, raise_nofile, wait_port
+from procs import Launcher, free_port, raise_nofile, start_backends, wait_port
 
 ROOT = Path(__file__).resolve().parents[1]
-BACKENDS = str(Path(__file__).with_name("backends.py"))
 ALL_CPUS = f"0-{(os.cpu_count() or 1) - 1}"
 
 
@@ -78,11 +77,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="wsproxy-wbench-") as tmp:
         launcher = Launcher(Path(tmp))
         try:
-            ports = [free_port(), free_port()]
-            backends = launcher.start([sys.executable, BACKENDS, "--port", str(ports[0]), "--port", str(ports[1])],
-                                      LOAD_CPU, "backends")  # fmt: skip
-            for backend_port in ports:
-                wait_port(backend_port, backends)
+            ports, _backends = start_backends(launcher, LOAD_CPU)
             proxies = {n: start_proxy(launcher, n, ports, tmp, args.proxy_cpus) for n in (1, 2)}
             rounds: dict[int, list[dict[str, float]]] = {1: [], 2: []}
             for _ in range(args.rounds):
