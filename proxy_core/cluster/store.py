@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from proxy_core.cluster import apply
+from proxy_core.cluster import apply, rebalancing
 from proxy_core.cluster.model import (
     all_applied,
     decode_change,
@@ -111,6 +111,10 @@ class Cluster:
         self.outcomes: OrderedDict[str, Any] = OrderedDict()
         self._progress = asyncio.Event()
         self._publish_now = asyncio.Event()
+        engine.rebalancer.on_auto = self._auto_rebalance
+
+    async def _auto_rebalance(self) -> None:
+        await rebalancing.auto(self.engine)
 
     # -- joining and catching up --------------------------------------------------------------------------
 
@@ -254,6 +258,7 @@ class Cluster:
                 for s in engine.registry
             ],
             "local_overrides": sorted(engine.local_overrides),
+            "rebalance": engine.rebalancer.status(),
         }
 
     def status(self) -> dict[str, Any]:
@@ -327,6 +332,11 @@ class Cluster:
                     + ", ".join(behind)
                 )
             await asyncio.sleep(0.01)
+
+    async def take_lock(self, key: str, seconds: float) -> bool:
+        """SET NX with an expiry: True for the one instance that got it."""
+        got = await self._bounded(lambda: self._commands.set(key, self.instance, nx=True, px=int(seconds * 1000)))
+        return bool(got)
 
     async def _bounded(self, call: Callable[[], Awaitable[T]]) -> T:
         try:
