@@ -249,6 +249,7 @@ class Rebalancer:
         current = self.current
         assert current is not None
         current.end(state, reason, now)
+        self.share, self.destinations = None, {}  # a later plan (a dry run, a local one) is this instance's own
         action = "rebalance-done" if state == "done" else "rebalance-stopped"
         detail = f"{reason}; moved {current.moved_clients} client(s), {current.moved_connections} connection(s)"
         self.bus.publish(OperatorAction(action=action, server=None, ok=state == "done", detail=detail))

@@ -8,6 +8,7 @@ back start one fleet rebalance between them, not one each.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from typing import TYPE_CHECKING, Any
@@ -23,10 +24,11 @@ if TYPE_CHECKING:
 # A rebalance entry applied this long after it was made (replayed after a restart or a partition) is skipped:
 # the counts it was planned from are gone, and its share moved now would unbalance what the others balanced.
 STALE_S = 10.0
-AUTO_LOCK_KEY = "wsproxy:rebalance:auto"
-# Instances notice a returning server within a few health-check intervals of each other (rise x interval), then
-# each waits auto_delay_s of quiet: the first to get here holds the lock this long, the others leave it to it.
-AUTO_LOCK_S = 30.0
+AUTO_LOCK_KEY = "wsproxy:rebalance:auto:"
+# The lock is per fleet state (the last applied change and the eligible servers): instances notice a returning
+# server within a few health-check intervals of each other (rise x interval), then each waits auto_delay_s of
+# quiet; the first to get here takes it, the others see it taken. Kept this long, then a new state needs a new key.
+AUTO_LOCK_S = 60.0
 
 
 def counts_of(fleet: dict[str, Any]) -> dict[str, dict[str, int]]:
@@ -135,7 +137,9 @@ async def auto(engine: Engine) -> None:
     cluster = engine.cluster
     assert cluster is not None
     cluster.refuse_if_offline()
-    if not await cluster.take_lock(AUTO_LOCK_KEY, AUTO_LOCK_S):
+    eligible = ",".join(sorted(s.name for s in engine.registry.eligible))
+    state = hashlib.sha1(f"{cluster.applied}|{eligible}".encode(), usedforsecurity=False).hexdigest()[:16]
+    if not await cluster.take_lock(AUTO_LOCK_KEY + state, AUTO_LOCK_S):
         engine.bus.publish(
             OperatorAction(
                 action="rebalance", server=None, ok=True, detail="auto rebalance: another instance started it"
