@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeout
 
 from proxy_core.cluster import apply, rebalancing
 from proxy_core.cluster.model import (
@@ -297,9 +298,20 @@ class Cluster:
         """Append a change; answer once this instance applied it (and with `wait_applied`, every live one)."""
         self.refuse_if_offline()
         payload = encode_change(op, name, self.instance, at=time.time(), **fields)
-        entry_id = await self._bounded(
-            lambda: self._commands.xadd(STREAM_KEY, {"c": payload}, maxlen=STREAM_MAX_LEN, approximate=True)
-        )
+        try:
+            entry_id = await self._bounded(
+                lambda: self._commands.xadd(STREAM_KEY, {"c": payload}, maxlen=STREAM_MAX_LEN, approximate=True)
+            )
+        except StoreUnavailable as exc:
+            cause = exc.__cause__
+            if isinstance(cause, TimeoutError | RedisTimeout) and "connecting" not in str(cause):
+                # Sent and never answered (a partition that lost the reply): it may be in the stream.
+                raise StoreUnavailable(
+                    f"the fleet store {self.store} did not answer ({type(cause).__name__}); the change may "
+                    "or may not be in the stream: `wsproxy status --fleet` shows which once the store is back "
+                    "(this instance applies it then if it is). Use --local to change this instance only"
+                ) from exc
+            raise
         outcome = await self._outcome(str(entry_id))
         if isinstance(outcome, BaseException):
             raise outcome
