@@ -367,6 +367,8 @@ async def cmd_rebalance(client: Source, args: argparse.Namespace) -> int:
         return EXIT_OK
     state = (await client.rebalance(args.rate))["rebalance"]
     print(rebalance_line(state), flush=True)
+    if state.get("warning"):
+        print(f"warning: {state['warning']}", file=sys.stderr, flush=True)
     if not args.wait:
         return EXIT_OK
     return await wait_rebalanced(client, state, args.timeout, sys.stdout)

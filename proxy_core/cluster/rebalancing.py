@@ -8,6 +8,7 @@ back start one fleet rebalance between them, not one each.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import time
@@ -24,6 +25,10 @@ if TYPE_CHECKING:
 # A rebalance entry applied this long after it was made (replayed after a restart or a partition) is skipped:
 # the counts it was planned from are gone, and its share moved now would unbalance what the others balanced.
 STALE_S = 10.0
+# The answer to `POST /v1/rebalance` waits this long for every live instance to take its part; one that has not
+# (cut off from the store while its live view has not expired yet) is named in a warning, the others move anyway.
+PARTS_WAIT_S = 3.0
+PARTS_POLL_S = 0.02
 AUTO_LOCK_KEY = "wsproxy:rebalance:auto:"
 # The lock is per fleet state (the last applied change and the eligible servers): instances notice a returning
 # server within a few health-check intervals of each other (rise x interval), then each waits auto_delay_s of
@@ -90,10 +95,35 @@ async def start(engine: Engine, rate: float | None) -> dict[str, Any]:
         raise Conflict(f"a rebalance is already running on {', '.join(running)}; stop it first (DELETE /v1/rebalance)")
     fleet_id = f"{cluster.instance}-{os.getpid()}-{time.time_ns()}"
     alive = sum(1 for i in fleet["instances"] if i.get("alive"))
-    await cluster.submit(
-        "rebalance", None, wait_applied=True, id=fleet_id, plan=planned.to_dict(), rate=rate, instances=alive
-    )
-    return await status(engine) or {}
+    await cluster.submit("rebalance", None, id=fleet_id, plan=planned.to_dict(), rate=rate, instances=alive)
+    return await _parts_taken(engine, fleet_id)
+
+
+async def _parts_taken(engine: Engine, fleet_id: str) -> dict[str, Any]:
+    """The summed status once every live instance shows its part (bounded: the laggards named in a warning)."""
+    assert engine.cluster is not None
+    deadline = time.monotonic() + PARTS_WAIT_S
+    expected: set[str] | None = None  # the instances alive when it was made; one gone since is still behind
+    while True:
+        fleet = await engine.cluster.fleet()
+        alive = {i["name"] for i in fleet["instances"] if i.get("alive")}
+        expected = alive if expected is None else expected
+        taken = {
+            i["name"]
+            for i in fleet["instances"]
+            if i.get("alive") and (i.get("rebalance") or {}).get("fleet") == fleet_id
+        }
+        behind = sorted(expected - taken)
+        if not behind or time.monotonic() >= deadline:
+            break
+        await asyncio.sleep(PARTS_POLL_S)
+    summed = summed_status(fleet["instances"], fleet_id) or engine.rebalancer.status() or {}
+    if behind:
+        summed["warning"] = (
+            f"not taken within {PARTS_WAIT_S:g} s by {', '.join(behind)} (behind, or cut off from the store): "
+            "the others move their shares"
+        )
+    return summed
 
 
 async def apply_entry(engine: Engine, change: dict[str, Any]) -> dict[str, Any] | None:
