@@ -15,6 +15,7 @@ from websockets.exceptions import WebSocketException
 
 from tests.cluster.conftest import Fleet, RedisProc
 from tests.conftest import EngineProc, run_cli, unit, wait_until
+from tests.integration.test_drain_rebalance import placements
 
 CLIENTS_PER_INSTANCE = 12
 
@@ -171,3 +172,43 @@ async def _rebalance_entries(redis: RedisProc) -> int:
     finally:
         await client.aclose()
     return sum(1 for _id, fields in entries if json.loads(fields["c"])["op"] == "rebalance")
+
+
+async def test_an_ip_hash_fleet_rebalance_with_workers_moves_exactly_what_the_ring_places_elsewhere(
+    start_fleet: Fleet, echo_backends: Any, tmp_path: Path
+) -> None:
+    """ip_hash, two instances with --workers 2: each supervisor moves, from its workers' reports, exactly its
+    clients that the ring now gives the returned b3, and they land there."""
+    b1, b2, b3 = await echo_backends(3)
+    config = toml(tmp_path, "[rebalance]\nmin_age_s = 0.3\n")
+    engines = await start_fleet([b1, b2, b3], "-c", config, "--balance", "ip_hash", "--workers", "2", count=2)
+    assert (await run_cli("disable", "b3", "--wait-applied", "--control", engines[0].control)).code == 0
+    ring = {i: placements(["b1", "b2", "b3"], ips_for(i)) for i in range(2)}
+    movers = {f"n{i + 1}": sum(1 for node in ring[i].values() if node == "b3") for i in range(2)}
+    assert all(movers.values())
+    clients = Clients()
+    try:
+        for i, engine in enumerate(engines):
+            clients.start(engine, f"n{i + 1}", ips_for(i))
+        await wait_until(lambda: _fleet_sum(engines[0], 24), 10, 0.1, "24 clients in the live views")
+        assert (await run_cli("enable", "b3", "--wait-applied", "--control", engines[1].control)).code == 0
+        await asyncio.sleep(0.5)
+        dry = await run_cli("rebalance", "--dry-run", "--control", engines[0].control)
+        assert "the ring places elsewhere" in dry.out and f"would move {movers['n1']} client(s)" in dry.out
+        result = await run_cli(
+            "rebalance", "--rate", "30", "--wait", "--timeout", "30", "--control", engines[1].control
+        )
+        assert result.code == 0, result.out + result.err
+        want_b3 = sum(movers.values())
+        await wait_until(lambda: _b3_is(engines[0], want_b3), 10, 0.1, "the movers on b3")
+        assert clients.closes == Counter(movers)
+    finally:
+        await clients.stop()
+
+
+async def _b3_is(engine: EngineProc, want: int) -> bool:
+    return (await fleet_totals(engine)).get("b3") == want
+
+
+async def _fleet_sum(engine: EngineProc, want: int) -> bool:
+    return sum((await fleet_totals(engine)).values()) == want
