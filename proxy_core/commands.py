@@ -28,7 +28,7 @@ from proxy_core.cli_format import (
 from proxy_core.client import ControlClient, ControlError, ControlUnavailable
 from proxy_core.config import MAX_WEIGHT, NAME_PATTERN, parse_address
 from proxy_core.errors import ConfigError
-from proxy_core.fleet_cli import format_fleet, format_instances, wait_fleet_drained
+from proxy_core.fleet_cli import format_fleet, format_fleet_plan, format_instances, wait_fleet_drained
 from proxy_core.socketpath import cli_hint, default_control_path, live_sockets
 from proxy_core.sources import CAP_DEADLINE, Source, open_source
 
@@ -187,6 +187,7 @@ def add_commands(commands: Any) -> None:
     p.add_argument(
         "--rate", type=_positive, metavar="N", help="clients moved per second (default: a fifth of a server's)"
     )
+    p.add_argument("--local", action="store_true", help="in a fleet: this instance's clients only, by its own counts")
     _dry_run(p)
     p.add_argument("--wait", action="store_true", help="block until balanced (exit 0)")
     p.add_argument("--timeout", type=_seconds, metavar="S", help="with --wait: give up after S seconds (exit 1)")
@@ -360,10 +361,14 @@ async def cmd_rebalance(client: Source, args: argparse.Namespace) -> int:
     if args.timeout is not None and not args.wait:
         raise UsageError("rebalance: --timeout only applies with --wait")
     if args.dry_run:
-        print(format_plan(await client.rebalance(args.rate, dry_run=True)))
+        answer = await client.rebalance(args.rate, dry_run=True)
+        text = format_plan(answer)
+        print(format_fleet_plan(answer, text) if answer.get("fleet") else text)
         return EXIT_OK
     state = (await client.rebalance(args.rate))["rebalance"]
     print(rebalance_line(state), flush=True)
+    if state.get("warning"):
+        print(f"warning: {state['warning']}", file=sys.stderr, flush=True)
     if not args.wait:
         return EXIT_OK
     return await wait_rebalanced(client, state, args.timeout, sys.stdout)

@@ -14,6 +14,7 @@ from proxy_core import __version__, statefile
 from proxy_core.accesslog import AccessLog
 from proxy_core.balancer import BalancePolicy, Balancer, make_balancer
 from proxy_core.checker import CheckRunner
+from proxy_core.cluster import rebalancing
 from proxy_core.cluster.changes import FleetChanges, parse_add
 from proxy_core.config import EngineConfig, ServerConfig, format_address
 from proxy_core.edge import Edge, open_listener
@@ -442,19 +443,28 @@ class Engine(FleetChanges):
         """A dry run of drain, disable, weight or remove: what it would move (refused as the real one would be)."""
         return self.rebalancer.preview(action, name, force=force, weight=weight)
 
-    async def rebalance_plan(self) -> dict[str, Any]:
+    async def rebalance_plan(self, rate: float | None = None) -> dict[str, Any]:
+        """The plan a rebalance would run now; in a fleet, the fleet's (cluster/rebalancing.py)."""
+        if self._fleet("rebalance", None):
+            return await rebalancing.dry_run(self, rate)
         return self.rebalancer.dry_run()
 
     async def start_rebalance(self, rate: float | None) -> dict[str, Any]:
         """Start moving clients that are on the wrong server; a refusal is an operator event too."""
+        fleet = self._fleet("rebalance", None)
         try:
-            return self.rebalancer.start(rate)
+            return await rebalancing.start(self, rate) if fleet else self.rebalancer.start(rate)
         except WsproxyError as exc:
             self.bus.publish(OperatorAction(action="rebalance", server=None, ok=False, detail=exc.message))
             raise
 
-    def stop_rebalance(self) -> dict[str, Any] | None:
+    async def stop_rebalance(self) -> dict[str, Any] | None:
+        if self._fleet("rebalance", None):
+            return await rebalancing.stop(self)
         return self.rebalancer.stop()
+
+    async def rebalance_status(self) -> dict[str, Any] | None:
+        return await rebalancing.status(self)
 
     # -- reading --------------------------------------------------------------------------------
 

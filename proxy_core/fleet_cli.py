@@ -43,6 +43,28 @@ def format_fleet(fleet: JSON) -> str:
     return _table(rows) + "\n\n" + format_instances(fleet)
 
 
+def format_fleet_plan(answer: JSON, local: str) -> str:
+    """`wsproxy rebalance --dry-run` in a fleet: the fleet's moves and shares, then this instance's part."""
+    plan = answer.get("fleet") or {}
+    me = plan.get("instance", "this instance")
+    if plan.get("policy") == "ip_hash":
+        return f"fleet (ip_hash): each instance moves the clients the ring places elsewhere; {me}'s part:\n{local}"
+    flows = plan.get("flows") or []
+    if not flows:
+        lines = ["dry run (fleet): balanced, every server is within one connection of its share fleet-wide"]
+    else:
+        lines = [f"dry run (fleet): would move {plan.get('connections', 0)} connection(s)"]
+        lines += [f"  {f['from']} -> {f['to']}: {f['connections']} connection(s)" for f in flows]
+        for instance, share in sorted((plan.get("shares") or {}).items()):
+            parts = ", ".join(f"{n} off {s}" for s, n in sorted(share.items())) or "nothing"
+            lines.append(f"  {instance} moves {parts}")
+    before, after = plan.get("totals") or {}, plan.get("after") or {}
+    lines.append("  fleet per server: " + ", ".join(f"{s} {before[s]} -> {after.get(s, before[s])}" for s in before))
+    if plan.get("skipped_full"):
+        lines.append(f"  left alone: {plan['skipped_full']} connection(s), their server is full fleet-wide")
+    return "\n".join(lines) + f"\n{me}'s part:\n" + local
+
+
 def _table(rows: Sequence[tuple[str, ...]]) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows)

@@ -178,6 +178,38 @@ def _plan_weighted(groups: Mapping[tuple[str, str], list[Placed]], targets: Sequ
     return Plan(tuple(moves), young, full)
 
 
+def plan_share(
+    conns: Iterable[Placed],
+    share: Mapping[str, int],
+    destinations: Mapping[str, str],
+    min_age: float = MIN_AGE_S,
+) -> Plan:
+    """This instance's part of a fleet rebalance: up to `share[s]` connections off each server s, never more.
+
+    Clients go whole and oldest first, as in `plan`; a client too big for what is left of the share stays. The
+    balancer places each one as it reconnects; `destinations` only names where the fleet's plan sends them."""
+    groups: dict[tuple[str, str], list[Placed]] = {}
+    for conn in conns:
+        if share.get(conn.server, 0) > 0:
+            groups.setdefault((conn.client, conn.server), []).append(conn)
+    candidates = sorted(groups.items(), key=lambda item: (-max(c.age_s for c in item[1]), item[0]))
+    left = dict(share)
+    moves: list[Move] = []
+    young = 0
+    for (client, server), group in candidates:
+        if left[server] <= 0:
+            continue
+        if min(c.age_s for c in group) < min_age:
+            young += 1
+            continue
+        if len(group) > left[server]:
+            continue
+        left[server] -= len(group)
+        target = destinations.get(server, "")
+        moves.append(Move(client, server, target, tuple(sorted(c.conn_id for c in group))))
+    return Plan(tuple(moves), young, 0)
+
+
 def default_rate(clients: int, servers: int) -> float:
     """Clients moved per second when none is given: a fifth of an average server's clients, at least one."""
     if servers <= 0:

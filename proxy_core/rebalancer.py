@@ -11,13 +11,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from proxy_core.balancer import Balancer
 from proxy_core.config import RebalanceConfig
-from proxy_core.errors import Conflict
+from proxy_core.errors import Conflict, WsproxyError
 from proxy_core.events import EventBus, OperatorAction
-from proxy_core.rebalance import Candidate, Move, Placed, Plan, Target, default_rate, impact, plan
+from proxy_core.rebalance import Candidate, Move, Placed, Plan, Target, default_rate, impact, plan, plan_share
 from proxy_core.registry import LiveConnection, Registry, Server
 from proxy_core.spread import client_key
 from proxy_core.switchboard import Switchboard, finish_all
@@ -26,12 +27,15 @@ TICK_S = 0.1  # moves are made on this tick; a second's moves are spread over te
 SETTLE_S = 1.0  # after a round, moved clients reconnect before the next plan is made
 MAX_ROUNDS = 3
 AUTO_POLL_S = 0.5  # plan, move, re-plan: enough for the young and for round robin's placement; then it is done
+MIN_SHARE_RATE = 0.1  # clients a second: an instance with a small share of a fleet rebalance still gets on with it
 
 
 class Rebalance:
     """The state of one rebalance, as `GET /v1/rebalance` and the dashboard show it."""
 
-    def __init__(self, first: Plan, rate: float, now: float) -> None:
+    def __init__(self, first: Plan, rate: float, now: float, fleet: str | None = None) -> None:
+        self.fleet = fleet  # the fleet rebalance this is this instance's part of (None: this instance's own)
+        self.share: dict[str, int] | None = None
         self.state = "running"
         self.reason = f"moving {first.clients} client(s) at {rate:g}/s"
         self.started = now
@@ -58,6 +62,8 @@ class Rebalance:
             "left_clients": self.left_clients,
             "moved_connections": self.moved_connections,
             "rounds": self.rounds,
+            "fleet": self.fleet,
+            "share": self.share,
         }
 
 
@@ -83,6 +89,11 @@ class Rebalancer:
         self._task: asyncio.Task[None] | None = None
         self._by_id: dict[int, LiveConnection] = {}
         self._clients_placed = 0  # distinct clients on eligible servers at the last plan (for the default rate)
+        # In a fleet rebalance: connections still to move off each server (this instance's share), and where to.
+        self.share: dict[str, int] | None = None
+        self.destinations: Mapping[str, str] = {}
+        # `[rebalance] auto` in a fleet starts a fleet rebalance instead (cluster/rebalancing.py sets this).
+        self.on_auto: Callable[[], Awaitable[Any]] | None = None
 
     # -- planning -------------------------------------------------------------------------------
 
@@ -112,6 +123,8 @@ class Rebalancer:
         targets = [Target(s.name, s.weight, s.max_conns) for s in self.registry.eligible]
         placed = self.placed(now)
         self._clients_placed = len({p.client for p in placed})
+        if self.share is not None:
+            return plan_share(placed, self.share, self.destinations, self.config.min_age_s)
         return plan(self.policy, placed, targets, self._hash_pick, self.config.min_age_s)
 
     def preview(self, action: str, name: str, *, force: bool = False, weight: int | None = None) -> dict[str, Any]:
@@ -167,8 +180,11 @@ class Rebalancer:
                 pending_since = None
                 if self.current is None or self.current.state != "running":
                     await self.fresh()
-                    with contextlib.suppress(Conflict):
-                        self.start(None)
+                    with contextlib.suppress(WsproxyError):
+                        if self.on_auto is not None:
+                            await self.on_auto()
+                        else:
+                            self.start(None)
 
     async def fresh(self) -> None:
         """Make sure the connection lists are current before planning (nothing to wait for in one process)."""
@@ -182,15 +198,37 @@ class Rebalancer:
             raise Conflict("a rebalance is already running; stop it first (DELETE /v1/rebalance)")
         if not self.registry.eligible:
             raise Conflict("no eligible server to rebalance onto")
+        self.share, self.destinations = None, {}
+        return self._begin(rate, None)
+
+    def join_fleet(
+        self, fleet_id: str, share: Mapping[str, int] | None, destinations: Mapping[str, str], rate: float
+    ) -> dict[str, Any]:
+        """This instance's part of a fleet rebalance (an applied stream entry): `share` connections off each server
+        (None with ip_hash: the clients the ring places elsewhere), at `rate`. A later one replaces a running one:
+        the stream orders them."""
+        if self.current is not None and self.current.state == "running":
+            self.stop("replaced by a later fleet rebalance")
+        self.share = None if share is None else {s: int(n) for s, n in share.items() if n > 0}
+        self.destinations = destinations
+        return self._begin(max(MIN_SHARE_RATE, rate), fleet_id)
+
+    def _begin(self, rate: float | None, fleet_id: str | None) -> dict[str, Any]:
         now = time.time()
         first = self.plan(now)
         if rate is None:
             rate = self.config.rate or default_rate(self._clients_placed, len(self.registry.eligible))
-        current = Rebalance(first, rate, now)
+        current = Rebalance(first, rate, now, fleet_id)
+        current.share = None if self.share is None else dict(self.share)
+        if fleet_id is not None:
+            current.reason = f"fleet rebalance: {current.reason}"
         self.current = current
         self.bus.publish(OperatorAction(action="rebalance", server=None, ok=True, detail=current.reason))
         if not first.moves and not first.skipped_young:
-            self._end("done", "balanced: no client is on the wrong server", now)
+            nothing = "balanced: no client is on the wrong server"
+            if self.share is not None:
+                nothing = "no share of the fleet's surplus to move" if not self.share else "no client fits the share"
+            self._end("done", nothing, now)
         else:
             self._task = asyncio.get_running_loop().create_task(self._run(current, first))
         return current.to_dict()
@@ -211,6 +249,7 @@ class Rebalancer:
         current = self.current
         assert current is not None
         current.end(state, reason, now)
+        self.share, self.destinations = None, {}  # a later plan (a dry run, a local one) is this instance's own
         action = "rebalance-done" if state == "done" else "rebalance-stopped"
         detail = f"{reason}; moved {current.moved_clients} client(s), {current.moved_connections} connection(s)"
         self.bus.publish(OperatorAction(action=action, server=None, ok=state == "done", detail=detail))
@@ -241,6 +280,8 @@ class Rebalancer:
             self._end(
                 "done", f"{left} client(s) still on another server (young, full or placed elsewhere)", time.time()
             )
+        elif self.share is not None:
+            self._end("done", "moved this instance's share of the fleet's surplus", time.time())
         else:
             self._end("done", "balanced: every client is where the balancer places it", time.time())
 
@@ -266,6 +307,8 @@ class Rebalancer:
                 move = moves.pop(0)
                 budget -= 1.0
                 closed = self.close_move(move)
+                if self.share is not None:
+                    self.share[move.source] = max(0, self.share.get(move.source, 0) - closed)
                 if closed:
                     current.moved_clients += 1
                     current.moved_connections += closed

@@ -88,6 +88,21 @@ def rate_text(rate: float | None) -> str:
     return f"at most {rate:g} clients a second"
 
 
+def fleet_lines(fleet: JSON | None) -> list[str]:
+    """In a fleet the plan is the fleet's (from every instance's totals); what follows is this instance's part."""
+    if not fleet:
+        return []
+    me = fleet.get("instance") or "this instance"
+    if fleet.get("policy") == "ip_hash":
+        return [f"Fleet-wide: each instance moves the clients the ring places elsewhere. {me}'s part:"]
+    shares = fleet.get("shares") or {}
+    takers = sum(1 for share in shares.values() if any(share.values()))
+    conns = int(fleet.get("connections") or 0)
+    if not conns:
+        return ["Fleet-wide: balanced, every server within one connection of its share."]
+    return [f"Fleet-wide: {plural(conns, 'connection')} move, shared by {plural(takers, 'instance')}. {me}'s part:"]
+
+
 def plan_text(answer: JSON, servers: list[JSON], rate: float | None) -> str:
     """The body of the rebalance confirmation: what moves where, at what rate, and the shares after."""
     plan: JSON = answer.get("plan") or {}
@@ -97,7 +112,7 @@ def plan_text(answer: JSON, servers: list[JSON], rate: float | None) -> str:
         skipped.append(f"{plural(young, 'client')} connected too recently")
     if full := int(plan.get("skipped_full") or 0):
         skipped.append(f"{plural(full, 'client')} whose new server is full")
-    lines = []
+    lines = fleet_lines(answer.get("fleet"))
     if not clients:
         lines.append("Nothing to move: every client is where the balancer places it.")
     else:

@@ -10,6 +10,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from proxy_core import statefile
+from proxy_core.cluster import rebalancing
 from proxy_core.cluster.model import DEFAULT_POOL, DOC_VERSION
 from proxy_core.cluster.scope import CHANGE_SCOPE, STREAM
 from proxy_core.errors import WsproxyError
@@ -43,6 +44,10 @@ async def _apply(engine: Engine, change: dict[str, Any]) -> Any:
         apply_document(engine, change["doc"])
         engine.save_state()
         return None
+    if op == "rebalance":
+        return await rebalancing.apply_entry(engine, change)
+    if op == "rebalance_stop":
+        return engine.rebalancer.stop("stopped through the fleet")
     engine.local_overrides.discard(name)
     if op == "add":
         return await engine.add_server(name, change["address"], change.get("weight", 1), change.get("max_conns"))

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit, urlunsplit
 from proxy_core.errors import BadRequest
 
 DEFAULT_POOL = "default"  # one pool per engine today; pools (issue 15) add more names
-OPS = ("reset", "add", "drain", "undrain", "disable", "enable", "weight", "remove")
+OPS = ("reset", "add", "drain", "undrain", "disable", "enable", "weight", "remove", "rebalance", "rebalance_stop")
 DOC_VERSION = 1
 
 
@@ -150,6 +150,7 @@ def instance_dict(row: InstanceRow, now: float) -> dict[str, Any]:
         "listen": view.get("listen"),
         "pid": view.get("pid"),
         "local_overrides": view.get("local_overrides", []),
+        "rebalance": view.get("rebalance"),
     }
 
 

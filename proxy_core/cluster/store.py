@@ -18,8 +18,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeout
 
-from proxy_core.cluster import apply
+from proxy_core.cluster import apply, rebalancing
 from proxy_core.cluster.model import (
     all_applied,
     decode_change,
@@ -111,6 +112,10 @@ class Cluster:
         self.outcomes: OrderedDict[str, Any] = OrderedDict()
         self._progress = asyncio.Event()
         self._publish_now = asyncio.Event()
+        engine.rebalancer.on_auto = self._auto_rebalance
+
+    async def _auto_rebalance(self) -> None:
+        await rebalancing.auto(self.engine)
 
     # -- joining and catching up --------------------------------------------------------------------------
 
@@ -254,6 +259,7 @@ class Cluster:
                 for s in engine.registry
             ],
             "local_overrides": sorted(engine.local_overrides),
+            "rebalance": engine.rebalancer.status(),
         }
 
     def status(self) -> dict[str, Any]:
@@ -292,9 +298,20 @@ class Cluster:
         """Append a change; answer once this instance applied it (and with `wait_applied`, every live one)."""
         self.refuse_if_offline()
         payload = encode_change(op, name, self.instance, at=time.time(), **fields)
-        entry_id = await self._bounded(
-            lambda: self._commands.xadd(STREAM_KEY, {"c": payload}, maxlen=STREAM_MAX_LEN, approximate=True)
-        )
+        try:
+            entry_id = await self._bounded(
+                lambda: self._commands.xadd(STREAM_KEY, {"c": payload}, maxlen=STREAM_MAX_LEN, approximate=True)
+            )
+        except StoreUnavailable as exc:
+            cause = exc.__cause__
+            if isinstance(cause, TimeoutError | RedisTimeout) and "connecting" not in str(cause):
+                # Sent and never answered (a partition that lost the reply): it may be in the stream.
+                raise StoreUnavailable(
+                    f"the fleet store {self.store} did not answer ({type(cause).__name__}); the change may "
+                    "or may not be in the stream: `wsproxy status --fleet` shows which once the store is back "
+                    "(this instance applies it then if it is). Use --local to change this instance only"
+                ) from exc
+            raise
         outcome = await self._outcome(str(entry_id))
         if isinstance(outcome, BaseException):
             raise outcome
@@ -327,6 +344,11 @@ class Cluster:
                     + ", ".join(behind)
                 )
             await asyncio.sleep(0.01)
+
+    async def take_lock(self, key: str, seconds: float) -> bool:
+        """SET NX with an expiry: True for the one instance that got it."""
+        got = await self._bounded(lambda: self._commands.set(key, self.instance, nx=True, px=int(seconds * 1000)))
+        return bool(got)
 
     async def _bounded(self, call: Callable[[], Awaitable[T]]) -> T:
         try:

@@ -232,26 +232,26 @@ async def close_connection(request: web.Request) -> web.Response:
 
 
 async def start_rebalance(request: web.Request) -> web.Response:
-    check_query(request.query, ("dry_run",))
+    change_query(request, ("dry_run",))
     body = await read_body(request, REBALANCE_SPEC)
     engine = engine_of(request)
-    if query_flag(request.query, "dry_run"):
-        return answer(await engine.rebalance_plan())
     rate = body.get("rate")
     if rate is not None and not 0 < rate <= MAX_REBALANCE_RATE:
         raise BadRequest(f"field 'rate': expected clients per second in (0, {MAX_REBALANCE_RATE:g}], got {rate}")
+    if query_flag(request.query, "dry_run"):
+        return answer(await engine.rebalance_plan(rate))
     return answer({"rebalance": await engine.start_rebalance(rate)}, status=202)
 
 
 async def get_rebalance(request: web.Request) -> web.Response:
     check_query(request.query, ())
-    return answer({"rebalance": engine_of(request).rebalancer.status()})
+    return answer({"rebalance": await engine_of(request).rebalance_status()})
 
 
 async def stop_rebalance(request: web.Request) -> web.Response:
-    check_query(request.query, ())
+    change_query(request, ())
     await read_body(request, NO_FIELDS)
-    return answer({"rebalance": engine_of(request).stop_rebalance()})
+    return answer({"rebalance": await engine_of(request).stop_rebalance()})
 
 
 async def reload_certs(request: web.Request) -> web.Response:

@@ -459,10 +459,10 @@ class Supervisor(Engine):
         await self.rebalancer.fresh()
         return await super().start_rebalance(rate)
 
-    async def rebalance_plan(self) -> dict[str, Any]:
+    async def rebalance_plan(self, rate: float | None = None) -> dict[str, Any]:
         assert isinstance(self.rebalancer, WorkerRebalancer)
         await self.rebalancer.fresh()
-        return await super().rebalance_plan()
+        return await super().rebalance_plan(rate)
 
     def live_workers(self) -> list[WorkerHandle]:
         return self._live()

@@ -66,6 +66,16 @@ def test_plan_text_groups_routes_and_counts_after() -> None:
     ]
 
 
+def test_plan_text_in_a_fleet_says_the_plan_is_the_fleets_and_this_is_one_part() -> None:
+    """A fleet's dry run: a first line with the fleet's moves and how many instances share them, then the part."""
+    fleet = {"policy": "least_conn", "connections": 12, "instance": "n1", "shares": {"n1": {"b1": 4}, "n2": {}}}
+    answer = {"plan": {"moves": [], "clients": 0, "connections": 0}, "fleet": fleet}
+    lines = impact.plan_text(answer, SERVERS, None).splitlines()
+    assert lines[0] == "Fleet-wide: 12 connections move, shared by 1 instance. n1's part:"
+    fleet_hash = {"policy": "ip_hash", "instance": "n2"}
+    assert impact.plan_text({"plan": {}, "fleet": fleet_hash}, SERVERS, None).startswith("Fleet-wide: each instance")
+
+
 def test_plan_text_nothing_to_move() -> None:
     """An empty plan says so instead of listing routes."""
     answer = {"plan": {"moves": [], "clients": 0, "connections": 0}, "impact": {"share_after": {"b1": 0.5}}}
