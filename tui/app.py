@@ -16,9 +16,11 @@ from tui.commands import ServerCommands
 from tui.messages import EventsReceived, LinkLost, LinkRestored, RatesUpdated, SnapshotUpdated
 from tui.modals.quit import QuitChoice, QuitModal
 from tui.operations import Operations
+from tui.pools import RouteRates
 from tui.screens.detail import DetailScreen
 from tui.screens.help import HelpScreen
 from tui.screens.main import MainScreen
+from tui.screens.routes import RoutesScreen
 from tui.source import DataSource
 
 JSON = dict[str, Any]
@@ -29,7 +31,7 @@ class DashboardApp(App[QuitChoice | None], inherit_bindings=False):
     """wsproxy-tui: a client of the engine's control API; quitting never skips the quit dialog."""
 
     TITLE = "wsproxy-tui"
-    CSS_PATH = [STYLES / "app.tcss", STYLES / "main.tcss", STYLES / "detail.tcss", STYLES / "modals.tcss"]
+    CSS_PATH = [STYLES / f"{name}.tcss" for name in ("app", "main", "detail", "routes", "modals")]
     COMMANDS = App.COMMANDS | {ServerCommands}
     # inherit_bindings=False drops Textual's priority ctrl+q that would quit at once (anchors §5).
     BINDINGS = [
@@ -65,6 +67,8 @@ class DashboardApp(App[QuitChoice | None], inherit_bindings=False):
         self._drained: set[tuple[str, Any]] = set()
         #: The `started` time of the rebalance last seen running, until its end is announced.
         self._rebalance_running: Any = None
+        #: Matches per second per route, from every snapshot (so the routes view has rates when opened).
+        self.route_rates = RouteRates()
         self.main_screen = MainScreen()
 
     def get_default_screen(self) -> Screen[Any]:
@@ -127,6 +131,7 @@ class DashboardApp(App[QuitChoice | None], inherit_bindings=False):
         if not self.showing:
             return
         self.status = message.status
+        self.route_rates.update(list(message.status.get("routes") or []), message.now)
         self._apply_capabilities()
         self.main_screen.apply_snapshot(message.status, message.now)
         self._announce_drained()
@@ -134,6 +139,8 @@ class DashboardApp(App[QuitChoice | None], inherit_bindings=False):
         if isinstance(self.screen, DetailScreen):
             self.screen.refresh_detail()
             self.screen.refresh_bindings_if_changed()
+        elif isinstance(self.screen, RoutesScreen):
+            self.screen.refresh_routes()
 
     def on_rates_updated(self, message: RatesUpdated) -> None:
         if not self.showing:
@@ -210,6 +217,15 @@ class DashboardApp(App[QuitChoice | None], inherit_bindings=False):
         if isinstance(self.screen, DetailScreen):
             self.screen.dismiss(None)
         self.push_screen(DetailScreen(name))
+
+    def show_routes(self) -> None:
+        """Open the routes view (from `R` or the palette)."""
+        if not isinstance(self.screen, RoutesScreen):
+            self.push_screen(RoutesScreen())
+
+    def show_pool(self, pool: str | None) -> None:
+        """Filter the backends table to one pool (None: all), from the palette."""
+        self.main_screen.show_pool(pool)
 
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):

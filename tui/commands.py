@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING
 
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 
+from tui import pools as pl
+
 if TYPE_CHECKING:
     from tui.app import DashboardApp
 
@@ -17,6 +19,12 @@ Entry = tuple[str, str, Callable[[], None]]
 def entries(app: DashboardApp) -> list[Entry]:
     """(title, help, callback) for every action on every server, mutations only when allowed."""
     out: list[Entry] = []
+    if pl.has_routing(app.status):
+        out.append(("routes", "Routes, what each matched, and the unrouted 404/421", app.show_routes))
+    if pl.grouped(app.status):
+        out.append(("all pools", "Show every pool in the backends table", partial(app.show_pool, None)))
+        for pool in pl.pool_names(app.status):
+            out.append((f"pool {pool}", f"Show only pool {pool} in the backends table", partial(app.show_pool, pool)))
     if not app.read_only:
         out.append(("add server", "Add an upstream server", app.ops.ask_add))
         out.append(("rebalance", "Move the clients on the wrong server (shows the plan first)", app.ops.ask_rebalance))

@@ -6,12 +6,25 @@ from datetime import tzinfo
 from typing import Any
 
 from tui.format import clean, clock, duration, latency, size
+from tui.pools import route_label
 
 JSON = dict[str, Any]
 
 # Event types that belong in the handshake log; the rest go to the events pane.
 TRAFFIC_TYPES = frozenset({"handshake", "close"})
 EVENT_TYPES = frozenset({"state", "operator", "connect_failed"})
+# A handshake event with no server and one of these statuses is the engine's own refusal of an unrouted request.
+UNROUTED = {404: "no route (not found)", 421: "misdirected (SNI and Host disagree)"}
+
+
+def _routed(event: JSON) -> str:
+    """` [chat, route 2]`: the pool and the route that chose it, on engines with pools (nothing before them)."""
+    if "route" not in event and "pool" not in event:
+        return ""
+    if event.get("pool") is None and event.get("server") is None:
+        return " [no route]"
+    where = clean(event.get("pool"), 24) if event.get("pool") is not None else "-"
+    return f" [{where}, {route_label(event)}]"
 
 
 def gap_line(event: JSON, tz: tzinfo | None = None) -> str:
@@ -23,10 +36,12 @@ def handshake_line(event: JSON, tz: tzinfo | None = None) -> str:
     """time client → backend method path status subprotocol latency (or the refusal reason)."""
     status = event.get("status")
     server = event.get("server") or "-"
-    head = f"{clock(event.get('ts'), tz)} {clean(event.get('client'), 24)} → {clean(server, 24)}"
+    head = f"{clock(event.get('ts'), tz)} {clean(event.get('client'), 24)} → {clean(server, 24)}{_routed(event)}"
     request = f"{clean(event.get('method') or '-', 8)} {clean(event.get('path') or '-')}"
     if event.get("error"):
         outcome = f"refused: {clean(event.get('error'), 60)}"
+    elif event.get("server") is None and status in UNROUTED:
+        outcome = f"{status} {UNROUTED[status]}"
     elif status is None:
         outcome = "no answer"
     elif status == 101:
@@ -44,7 +59,7 @@ def close_line(event: JSON, tz: tzinfo | None = None) -> str:
     reason = event.get("reason")
     return (
         f"{clock(event.get('ts'), tz)} #{event.get('conn', '?')} "
-        f"{clean(event.get('client'), 24)} ✕ {clean(event.get('server') or '-', 24)} "
+        f"{clean(event.get('client'), 24)} ✕ {clean(event.get('server') or '-', 24)}{_routed(event)} "
         f"after {duration(event.get('duration_s'))}, in {size(event.get('bytes_in'))} "
         f"out {size(event.get('bytes_out'))}, closed by {event.get('closed_by') or '?'}"
         + (f": {clean(reason, 40)}" if reason else "")

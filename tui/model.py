@@ -76,26 +76,51 @@ class PoolModel:
         }
 
     def recompute(self) -> None:
-        """Recompute shares, effective states and totals as the engine would."""
-        eligible = [s for s in self.servers if _eligible(s)]
-        total_weight = sum(int(s["weight"]) for s in eligible)
+        """Recompute shares (within each pool), effective states and totals as the engine would."""
         for server in self.servers:
-            server["share"] = int(server["weight"]) / total_weight if server in eligible and total_weight else 0.0
             admin = server.get("admin", "active")
             server["state"] = admin if admin != "active" else server["health"]["status"]
+        for pool in {s.get("pool") for s in self.servers}:
+            eligible = [s for s in self.servers if s.get("pool") == pool and _eligible(s)]
+            total_weight = sum(int(s["weight"]) for s in eligible)
+            for server in (s for s in self.servers if s.get("pool") == pool):
+                share = int(server["weight"]) / total_weight if server in eligible and total_weight else 0.0
+                server["share"] = share
         totals = self.status.setdefault("totals", {})
         totals["active"] = sum(int(s.get("active") or 0) for s in self.servers)
+        for pool in self.status.get("pools") or []:
+            members = [s for s in self.servers if s.get("pool") == pool.get("name")]
+            pool["servers"] = len(members)
+            pool["up"] = sum(1 for s in members if _eligible(s))
+            pool["active"] = sum(int(s.get("active") or 0) for s in members)
+
+    def _pool_named(self, pool: str | None) -> str | None:
+        """The pool an add joins: the one named, else the only one; several and none named is the engine's 400."""
+        names = [str(p["name"]) for p in self.status.get("pools") or []]
+        if pool is not None:
+            if names and pool not in names:
+                raise ControlError(404, "not_found", f"no pool named {pool!r}")
+            return pool
+        if len(names) > 1:
+            raise ControlError(400, "bad_request", f"name the pool (pools: {', '.join(names)})")
+        return names[0] if names else None
 
     # Mutations: each returns (answer, events without seq/ts, filled in by the caller)
 
-    def add(self, name: str, address: str, weight: int, max_conns: int | None) -> tuple[JSON, list[JSON]]:
-        """Add a server after the engine's own checks (name, address, weight, duplicate)."""
+    def add(
+        self, name: str, address: str, weight: int, max_conns: int | None, pool: str | None = None
+    ) -> tuple[JSON, list[JSON]]:
+        """Add a server after the engine's own checks (name, address, weight, duplicate); with several pools it is
+        named POOL/NAME, like the engine names it."""
         if not NAME_RE.match(name):
             raise ControlError(400, "bad_name", "name must match [A-Za-z0-9_.-]{1,64}")
         match = ADDRESS_RE.match(address)
         if not match or not 0 < int(match["port"]) < 65536:
             raise ControlError(400, "bad_address", f"address must be HOST:PORT, got {address!r}")
         _check_weight(weight)
+        home = self._pool_named(pool)
+        if home is not None and len(self.status.get("pools") or []) > 1:
+            name = f"{home}/{name}"
         if any(s["name"] == name for s in self.servers):
             raise ControlError(409, "duplicate", f"a server named {name!r} already exists")
         check = self.status.get("engine", {}).get("check", {})
@@ -118,6 +143,8 @@ class PoolModel:
             "handshakes": 0,
             "drain": None,
         }
+        if home is not None:
+            server["pool"] = home
         self.servers.append(server)
         self.recompute()
         events = [_op("add", name, True, address), *self._interrupt(CHANGED, self.clock)]
@@ -207,7 +234,8 @@ class PoolModel:
         if action != "weight" or weight == 0:
             what = f"weight 0 on {name}" if action == "weight" else f"{action} {name}"
             self._refuse_if_last(server, what, force)
-        return sim.preview(self.servers, self.details, action, name, weight)
+        siblings = [s for s in self.servers if s.get("pool") == server.get("pool")]
+        return sim.preview(siblings, self.details, action, name, weight)
 
     def rebalance_plan(self, now: float) -> JSON:
         """`POST /v1/rebalance?dry_run=true`."""
@@ -296,8 +324,9 @@ class PoolModel:
         return events
 
     def _refuse_if_last(self, server: JSON, what: str, force: bool) -> None:
-        """The engine's interlock: never leave the pool without an eligible server unless forced."""
-        others = [s for s in self.servers if s is not server and _eligible(s)]
+        """The engine's interlock: never leave a pool without an eligible server unless forced."""
+        pool = server.get("pool")
+        others = [s for s in self.servers if s is not server and s.get("pool") == pool and _eligible(s)]
         if not force and _eligible(server) and not others:
             raise ControlError(
                 409,
@@ -328,3 +357,10 @@ def _op(action: str, server: str | None, ok: bool, detail: str | None) -> JSON:
 
 def _state(server: str, old: str, new: str, reason: str) -> JSON:
     return {"type": "state", "server": server, "old": old, "new": new, "reason": reason}
+
+
+def with_pool(event: JSON, servers: list[JSON]) -> JSON:
+    """Events naming a server carry its `pool` (the contract), when the servers have one."""
+    name = event.get("server")
+    pool = next((s.get("pool") for s in servers if s["name"] == name), None) if name else None
+    return {**event, "pool": pool} if pool is not None else event

@@ -6,6 +6,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from proxy_core.client import ControlError, ControlUnavailable
+from tui import pools as pl
 from tui.impact import plural, preview_text
 from tui.modals.add import AddServerModal
 from tui.modals.confirm import ConfirmModal
@@ -135,19 +136,22 @@ class Operations:
     def ask_add(self) -> None:
         """The add form; it submits itself so a refusal keeps it open with the reason."""
         taken = {s["name"] for s in self.app.servers()}
-        self.app.push_screen(AddServerModal(self.submit_add, taken))
+        names = pl.pool_names(self.app.status) if pl.grouped(self.app.status) else []
+        pool = self.app.main_screen.backends.pool_filter or self.app.main_screen.backends.selected_pool
+        self.app.push_screen(AddServerModal(self.submit_add, taken, names, pool))
 
-    async def submit_add(self, name: str, address: str, weight: int) -> JSON:
+    async def submit_add(self, name: str, address: str, weight: int, pool: str | None = None) -> JSON:
         """Called by the add form; reports the outcome and lets errors reach the form."""
+        shown = name if pool is None else f"{pool}/{name}"
         try:
-            server: JSON = await self.source.add(name, address, weight)
+            server: JSON = await self.source.add(name, address, weight, pool=pool)
         except ControlError as exc:
-            self.report("add", name, f"refused: {exc.message} ({exc.status})", ok=False)
+            self.report("add", shown, f"refused: {exc.message} ({exc.status})", ok=False)
             raise
         except ControlUnavailable as exc:
-            self.report("add", name, f"engine unreachable: {exc}", ok=False)
+            self.report("add", shown, f"engine unreachable: {exc}", ok=False)
             raise
-        self.report("add", name, f"added {address} weight {weight}", ok=True)
+        self.report("add", shown, f"added {address} weight {weight}", ok=True)
         return server
 
     def _render_impact(self, answer: JSON) -> str:

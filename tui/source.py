@@ -19,7 +19,7 @@ from proxy_core.client import ControlError, ControlUnavailable
 from proxy_core.sources import CAP_FLEET, CAP_HANDSHAKES, Source
 from proxy_core.sources.wsproxy import WSPROXY_CAPABILITIES
 from tui.messages import EventsReceived, LinkLost, LinkRestored, RatesUpdated, SnapshotUpdated
-from tui.model import PoolModel
+from tui.model import PoolModel, with_pool
 
 JSON = dict[str, Any]
 Post = Callable[[Message], bool]
@@ -83,8 +83,10 @@ class DataSource(ABC):
         """One server with history and connections."""
 
     @abstractmethod
-    async def add(self, name: str, address: str, weight: int, max_conns: int | None = None) -> JSON:
-        """Add an upstream."""
+    async def add(
+        self, name: str, address: str, weight: int, max_conns: int | None = None, pool: str | None = None
+    ) -> JSON:
+        """Add an upstream (to `pool`; None: the only pool)."""
 
     @abstractmethod
     async def drain(self, name: str, deadline_s: float | None = None, force: bool = False) -> JSON:
@@ -281,8 +283,14 @@ class LiveSource(DataSource):
     async def server(self, name: str) -> JSON:
         return await self.client.server(name)
 
-    async def add(self, name: str, address: str, weight: int, max_conns: int | None = None) -> JSON:
-        return await self._changed(self.client.add(name, address, weight, max_conns))
+    async def add(
+        self, name: str, address: str, weight: int, max_conns: int | None = None, pool: str | None = None
+    ) -> JSON:
+        if pool is None:  # one pool: today's call, unchanged
+            return await self._changed(self.client.add(name, address, weight, max_conns))
+        # `pool=`: POST /v1/servers {"pool"} (the pools contract); Source.add takes it once the engine has pools.
+        add: Any = self.client.add
+        return await self._changed(add(name, address, weight, max_conns, pool=pool))
 
     async def drain(self, name: str, deadline_s: float | None = None, force: bool = False) -> JSON:
         return await self._changed(self.client.drain(name, deadline_s, force))
@@ -422,14 +430,17 @@ class ScriptedSource(DataSource):
         answer, events = result
         self.diverged = True
         self._post(SnapshotUpdated(copy.deepcopy(self.model.status), now=self.now()))
-        self._post(EventsReceived([self._stamp(e) for e in events]))
+        servers = self.model.servers
+        self._post(EventsReceived([self._stamp(with_pool(e, servers)) for e in events]))
         return answer
 
     async def server(self, name: str) -> JSON:
         return self.model.detail(name)
 
-    async def add(self, name: str, address: str, weight: int, max_conns: int | None = None) -> JSON:
-        return self._publish(self.model.add(name, address, weight, max_conns))
+    async def add(
+        self, name: str, address: str, weight: int, max_conns: int | None = None, pool: str | None = None
+    ) -> JSON:
+        return self._publish(self.model.add(name, address, weight, max_conns, pool))
 
     async def drain(self, name: str, deadline_s: float | None = None, force: bool = False) -> JSON:
         return self._publish(self.model.drain(name, deadline_s, self.now(), force))

@@ -348,8 +348,15 @@ class HaproxySource(Source):
         await self._ready(server["name"])
         return await self._after("enable", server["name"], "ready")
 
-    async def add(self, name: str, address: str, weight: int = 1, max_conns: int | None = None) -> JSON:
-        """`add server` (HAProxy starts it in maintenance), then `enable health` and `enable server`."""
+    async def add(
+        self, name: str, address: str, weight: int = 1, max_conns: int | None = None, pool: str | None = None
+    ) -> JSON:
+        """`add server` (HAProxy starts it in maintenance), then `enable health` and `enable server`.
+
+        `pool` is the backend (the dashboard's add form names it); a name `BACKEND/SERVER` says it too.
+        """
+        if pool is not None and "/" not in name:
+            name = f"{pool}/{name}"
         status = await self.status()
         if CAP_ADD_REMOVE not in self.capabilities:
             raise SourceError(403, "forbidden", self.read_only_reason or "read-only")

@@ -207,12 +207,14 @@ def build_status(
     servers: list[JSON] = []
     listeners: list[JSON] = []
     algos: dict[str, str] = {}
+    backends: list[dict[str, str]] = []
     for row in stats:
         kind, px = row["_kind"], row.get("pxname", "")
         if kind == "F":
             listeners.append({"address": px, "active": _int(row, "scur"), "total": _int(row, "stot")})
         elif kind == "B":
             algos[px] = row.get("algo", "")
+            backends.append(row)
         elif kind == "S" and row.get("type", SERVER_TYPE) == SERVER_TYPE:
             servers.append(_server(row, states, now, tracked))
     for pool in {s["pool"] for s in servers}:
@@ -246,8 +248,29 @@ def build_status(
             "last_seq": 0,
         },
         "servers": servers,
+        "pools": [pool_of(row, servers) for row in backends],
         "sessions": per_server,
     }
+
+
+def pool_of(backend: dict[str, str], servers: list[JSON]) -> JSON:
+    """A BACKEND row as the control API's POOL: counts from the backend, `up` from its servers' states.
+
+    `balance` is HAProxy's own algorithm name (`roundrobin`, `leastconn`, `source`...), left out when the stats do
+    not say; `default_for` is left out because the stats do not say which frontend defaults to which backend.
+    """
+    name = backend.get("pxname", "")
+    members = [s for s in servers if s["pool"] == name]
+    pool: JSON = {
+        "name": name,
+        "servers": len(members),
+        "up": sum(1 for s in members if eligible(s)),
+        "active": _int(backend, "scur"),
+        "total": _int(backend, "stot"),
+    }
+    if backend.get("algo"):
+        pool["balance"] = backend["algo"]
+    return pool
 
 
 def _server(row: dict[str, str], states: dict[str, JSON], now: float, tracked: Tracked) -> JSON:

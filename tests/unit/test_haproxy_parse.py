@@ -118,3 +118,14 @@ def test_rate_history_per_second_deltas() -> None:
     assert rates["servers"]["be/s1"]["connections"] == [2.0]
     assert rates["servers"]["be/s1"]["active"] == [2.0]
     assert rates["total"]["connections"] == [4.0]
+
+
+def test_backend_rows_become_pools() -> None:
+    """Each BACKEND row is a POOL: its name, HAProxy's algorithm as balance, servers up/total, active and total."""
+    data = status("stat_down.txt")
+    assert [p["name"] for p in data["pools"]] == ["be"]
+    pool = data["pools"][0]
+    assert pool["balance"] == "roundrobin"
+    assert pool["servers"] == len(data["servers"])
+    assert pool["up"] == sum(1 for s in data["servers"] if s["state"] == "up")
+    assert all(s["pool"] == "be" for s in data["servers"])

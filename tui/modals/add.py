@@ -11,13 +11,14 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.validation import Function, Integer, Regex, ValidationResult
-from textual.widgets import Button, Input, Label
+from textual.widgets import Button, Input, Label, Select
 
 from proxy_core.client import ControlError, ControlUnavailable
 from tui.model import ADDRESS_RE, MAX_WEIGHT, NAME_RE
 
 JSON = dict[str, Any]
-Submit = Callable[[str, str, int], Awaitable[JSON]]
+# (name, address, weight, pool): pool is None with a single pool.
+Submit = Callable[[str, str, int, str | None], Awaitable[JSON]]
 
 
 def valid_address(value: str) -> bool:
@@ -31,21 +32,39 @@ class AddServerModal(ModalScreen[JSON | None]):
 
     BINDINGS = [Binding("escape", "cancel", "Cancel", id="add-cancel")]
 
-    def __init__(self, submit: Submit, taken: set[str]) -> None:
+    def __init__(
+        self, submit: Submit, taken: set[str], pools: list[str] | None = None, pool: str | None = None
+    ) -> None:
         super().__init__(classes="modal")
         self.submit = submit
         self.taken = taken
+        #: With several pools, a pool field (default `pool`, the selected server's); names are then POOL/NAME.
+        self.pools = pools or []
+        self.pool = pool if pool in self.pools else (self.pools[0] if self.pools else None)
+
+    def _taken(self, value: str) -> bool:
+        pool = self._chosen_pool()
+        return (f"{pool}/{value}" if pool else value) in self.taken
+
+    def _chosen_pool(self) -> str | None:
+        if not self.pools:
+            return None
+        chosen = self.query_one("#pool", Select).value
+        return chosen if isinstance(chosen, str) else self.pool
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog", id="add-dialog"):
             yield Label("Add upstream", classes="dialog-title")
+            if self.pools:
+                yield Label("Pool", classes="field-label")
+                yield Select([(p, p) for p in self.pools], value=self.pool, allow_blank=False, id="pool")
             yield Label("Name", classes="field-label")
             yield Input(
                 placeholder="b5",
                 id="name",
                 validators=[
                     Regex(NAME_RE.pattern, failure_description="1-64 of A-Z a-z 0-9 _ . -"),
-                    Function(lambda v: v not in self.taken, "a server with this name exists"),
+                    Function(lambda v: not self._taken(v), "a server with this name exists"),
                 ],
                 valid_empty=False,
             )
@@ -111,14 +130,14 @@ class AddServerModal(ModalScreen[JSON | None]):
         name = self.query_one("#name", Input).value.strip()
         address = self.query_one("#address", Input).value.strip()
         weight = int(self.query_one("#weight", Input).value)
-        self._send(name, address, weight)
+        self._send(name, address, weight, self._chosen_pool())
 
     @work(exclusive=True, group="add-server")
-    async def _send(self, name: str, address: str, weight: int) -> None:
+    async def _send(self, name: str, address: str, weight: int, pool: str | None) -> None:
         button = self.query_one("#add", Button)
         button.disabled = True
         try:
-            server = await self.submit(name, address, weight)
+            server = await self.submit(name, address, weight, pool)
         except ControlError as exc:
             self.query_one("#engine-error", Label).update(f"engine refused ({exc.status} {exc.code}): {exc.message}")
         except ControlUnavailable as exc:

@@ -28,6 +28,8 @@ Watch backend health live; drain a node before a restart.
 | `b` / `B` | rebalance: the engine's plan first, then Enter starts it / stop it |
 | `/` | filter the focused pane: backends or handshakes (`!text` inverts) |
 | `s` | cycle the sort: name, state, active, share, fails |
+| `p` | with several pools: show one pool, the next, then all (`enter` on a pool's header too) |
+| `R` | routes: each route, the pool it sends to, what it matched (and per second), the 404/421 refusals |
 | `tab` | move focus between panes; `end` follows the handshake log again |
 | `ctrl+p` | command palette: actions and servers ("drain b2") |
 | `?` / `f1` | this help |

@@ -10,6 +10,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.widgets import DataTable, Footer, Input, Log, Static
 
+from tui import pools as pl
 from tui.screens.actions import SERVER_BINDINGS, ServerActionsScreen
 from tui.widgets.backends import BackendsTable
 from tui.widgets.edge_bar import EdgeBar
@@ -33,6 +34,8 @@ class MainScreen(ServerActionsScreen):
         Binding("enter", "details", "Details", id="server-details"),
         Binding("slash", "filter", "Filter", id="filter"),
         Binding("s", "sort", "Sort", id="sort"),
+        Binding("p", "cycle_pool", "Pool", id="pool-filter", tooltip="Show one pool, the next, then all"),
+        Binding("R", "routes", "Routes", id="routes", tooltip="Routes and what each matched"),
         Binding("end", "follow_log", "Follow", id="follow-log", show=False),
     ]
 
@@ -86,7 +89,10 @@ class MainScreen(ServerActionsScreen):
         self.status_bar.set_status(status)
         self.rebalance_bar.set_rebalance(status.get("rebalance"), now)
         self.edge_bar.set_status(status, now)
-        self.backends.update_servers(list(status.get("servers") or []), now)
+        groups = [pl.pool_summary(status, n) for n in pl.pool_names(status)] if pl.grouped(status) else None
+        if groups is None and self.backends.pool_filter is not None:
+            self.backends.pool_filter = None  # back to one pool: nothing to filter
+        self.backends.update_servers(list(status.get("servers") or []), now, groups)
         self.fleet_panel.set_fleet(status.get("fleet"))
         self.handshakes.set_engine_dropped(int((status.get("totals") or {}).get("dropped_events", 0)))
         self.refresh_bindings_if_changed()
@@ -104,8 +110,34 @@ class MainScreen(ServerActionsScreen):
         self.action_details()
 
     def action_details(self) -> None:
+        if self.backends.selected_name is None and (pool := self.backends.selected_pool) is not None:
+            self.show_pool(None if self.backends.pool_filter == pool else pool)  # enter on a pool header
+            return
         if name := self._target():
             self.dashboard.show_details(name)
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        # Shown only with several pools or routes, so a single-pool dashboard looks as it did before pools.
+        if action == "cycle_pool":
+            return pl.grouped(self.dashboard.status)
+        if action == "routes":
+            return pl.has_routing(self.dashboard.status)
+        return super().check_action(action, parameters)
+
+    def action_states(self) -> tuple[bool | None, ...]:
+        pool_keys = (self.check_action("cycle_pool", ()), self.check_action("routes", ()))
+        return super().action_states() + pool_keys
+
+    def show_pool(self, pool: str | None) -> None:
+        """Filter the table to one pool (None: all pools)."""
+        self.backends.set_pool_filter(pool)
+        self.notify(f"pool {pool}" if pool else "all pools", timeout=2)
+
+    def action_cycle_pool(self) -> None:
+        self.show_pool(pl.next_pool(self.backends.pool_filter, pl.pool_names(self.dashboard.status)))
+
+    def action_routes(self) -> None:
+        self.dashboard.show_routes()
 
     def action_sort(self) -> None:
         order = self.backends.cycle_sort()

@@ -12,6 +12,7 @@ from textual.widgets import DataTable
 from textual.widgets.data_table import ColumnKey
 
 from tui import format as fmt
+from tui import pools as pl
 
 JSON = dict[str, Any]
 
@@ -51,6 +52,12 @@ SORTS: dict[str, Callable[[JSON], Any]] = {
     "fails": lambda s: (-int((s.get("health") or {}).get("failures") or 0), s["name"]),
 }
 SORT_ORDER = tuple(SORTS)
+# Row keys of pool header rows: no server name holds a NUL, so a header never collides with a server.
+HEADER_KEY = "\x00pool "
+# The name cell of a header: the space makes it unlike any server name (the table orders rows by this cell).
+HEADER_MARK = "▾ "
+# Server names are indented under their pool's header.
+INDENT = "  "
 
 
 def matches(server: JSON, query: str) -> bool:
@@ -72,6 +79,9 @@ class BackendsTable(DataTable[Text]):
         super().__init__(cursor_type="row", zebra_stripes=True, **kwargs)
         self.filter_text = ""
         self.sort_by = "name"
+        #: Show only this pool (None: every pool); the `p` key and the palette set it.
+        self.pool_filter: str | None = None
+        self._groups: list[JSON] | None = None
         self._cells: dict[str, tuple[Text, ...]] = {}
         self._servers: list[JSON] = []
         self._now = 0.0
@@ -83,8 +93,8 @@ class BackendsTable(DataTable[Text]):
             self.add_column(label, key=key)
 
     @property
-    def selected_name(self) -> str | None:
-        """The server under the cursor (read at the moment of use, never cached as an index)."""
+    def _cursor_key(self) -> str | None:
+        """The row key under the cursor: a server name or a pool header's key."""
         if not self.row_count:
             return None
         try:
@@ -92,6 +102,23 @@ class BackendsTable(DataTable[Text]):
         except Exception:
             return None
         return str(key.value) if key.value is not None else None
+
+    @property
+    def selected_name(self) -> str | None:
+        """The server under the cursor (read at the moment of use, never cached as an index); None on a header."""
+        key = self._cursor_key
+        return None if key is None or key.startswith(HEADER_KEY) else key
+
+    @property
+    def selected_pool(self) -> str | None:
+        """The pool under the cursor: its header's, or the selected server's."""
+        key = self._cursor_key
+        if key is None:
+            return None
+        if key.startswith(HEADER_KEY):
+            return key[len(HEADER_KEY) :]
+        server = next((s for s in self._servers if s.get("name") == key), None)
+        return None if server is None else pl.pool_of(server)
 
     def select(self, name: str) -> None:
         """Move the cursor to `name` if it is shown."""
@@ -102,46 +129,77 @@ class BackendsTable(DataTable[Text]):
     def set_filter(self, query: str) -> None:
         """Show only matching servers, keeping the cursor on the same one when it stays visible."""
         self.filter_text = query
-        self.update_servers(self._servers, self._now)
+        self.update_servers(self._servers, self._now, self._groups)
+
+    def set_pool_filter(self, pool: str | None) -> None:
+        """Show one pool only (None: all), keeping the cursor on the same server when it stays visible."""
+        self.pool_filter = pool
+        self.update_servers(self._servers, self._now, self._groups)
 
     def cycle_sort(self) -> str:
         """Switch to the next sort order and return its name."""
         self.sort_by = SORT_ORDER[(SORT_ORDER.index(self.sort_by) + 1) % len(SORT_ORDER)]
-        self.update_servers(self._servers, self._now)
+        self.update_servers(self._servers, self._now, self._groups)
         return self.sort_by
 
-    def update_servers(self, servers: list[JSON], now: float) -> None:
-        """Apply a snapshot: add, remove, re-sort rows and update only the cells that changed."""
-        self._servers, self._now = servers, now
+    def update_servers(self, servers: list[JSON], now: float, groups: list[JSON] | None = None) -> None:
+        """Apply a snapshot: add, remove, re-sort rows and update only the cells that changed.
+
+        `groups`: the POOL summaries when there are several pools; the rows are then grouped under a header each.
+        """
+        self._servers, self._now, self._groups = servers, now, groups
         if self._sticky is None or self._sticky in self._cells:
-            self._sticky = self.selected_name
+            self._sticky = self._cursor_key
         visible = sorted((s for s in servers if matches(s, self.filter_text)), key=SORTS[self.sort_by])
-        wanted = {s["name"] for s in visible}
-        for name in [n for n in self._cells if n not in wanted]:
-            self.remove_row(name)
-            del self._cells[name]
         colours = self._colours()
-        for server in visible:
-            name = server["name"]
-            cells = self.render_cells(server, now, colours)
-            old = self._cells.get(name)
+        rows = self._grouped_rows(visible, groups, now, colours) if groups else None
+        if rows is None:
+            rows = [(s["name"], self.render_cells(s, now, colours)) for s in visible]
+        wanted = {key for key, _ in rows}
+        for key in [k for k in self._cells if k not in wanted]:
+            self.remove_row(key)
+            del self._cells[key]
+        for key, cells in rows:
+            old = self._cells.get(key)
             if old is None:
-                self.add_row(*cells, key=name)
+                self.add_row(*cells, key=key)
             else:
-                for key, new_cell, old_cell in zip(COLUMN_KEYS, cells, old, strict=True):
+                for column, new_cell, old_cell in zip(COLUMN_KEYS, cells, old, strict=True):
                     if new_cell != old_cell:
                         # Grow a column only when a cell outgrows it (update_width each time costs CPU).
-                        grow = new_cell.cell_len > self.columns[ColumnKey(key)].content_width
-                        self.update_cell(name, key, new_cell, update_width=grow)
-            self._cells[name] = cells
-        order = [s["name"] for s in visible]
+                        grow = new_cell.cell_len > self.columns[ColumnKey(column)].content_width
+                        self.update_cell(key, column, new_cell, update_width=grow)
+            self._cells[key] = cells
+        order = [key for key, _ in rows]
         if [row.key.value for row in self.ordered_rows] != order:
-            rank = {name: i for i, name in enumerate(order)}
+            rank = {cells[0].plain: i for i, (_, cells) in enumerate(rows)}
             self.sort("name", key=lambda cell: rank[cell.plain])
         if self._sticky is not None and self._sticky in self._cells:
             self.select(self._sticky)
-        title = f"Backends {len(visible)}/{len(servers)}  ·  sort: {self.sort_by}"
+        shown = sum(1 for key in order if not key.startswith(HEADER_KEY))
+        title = f"Backends {shown}/{len(servers)}"
+        if groups:
+            title += f"  ·  {len(groups)} pools"
+        title += f"  ·  sort: {self.sort_by}"
+        if self.pool_filter is not None:
+            title += f"  ·  pool: {self.pool_filter}"
         self.border_title = title + (f"  ·  filter: {self.filter_text}" if self.filter_text else "")
+
+    def _grouped_rows(
+        self, visible: list[JSON], groups: list[JSON], now: float, colours: dict[str, Style]
+    ) -> list[tuple[str, tuple[Text, ...]]]:
+        """A header per pool, then its servers; a pool with no match for the text filter is left out."""
+        rows: list[tuple[str, tuple[Text, ...]]] = []
+        for group in groups:
+            name = str(group["name"])
+            if self.pool_filter is not None and name != self.pool_filter:
+                continue
+            members = [s for s in visible if pl.pool_of(s) == name]
+            if not members and self.filter_text:
+                continue
+            rows.append((HEADER_KEY + name, self.render_header(group, colours)))
+            rows += [(s["name"], self.render_cells(s, now, colours, indent=True)) for s in members]
+        return rows
 
     def _colours(self) -> dict[str, Style]:
         variables = self.app.get_css_variables()
@@ -152,7 +210,27 @@ class BackendsTable(DataTable[Text]):
         return styles
 
     @staticmethod
-    def render_cells(server: JSON, now: float, colours: dict[str, Style]) -> tuple[Text, ...]:
+    def render_header(pool: JSON, colours: dict[str, Style]) -> tuple[Text, ...]:
+        """A pool's header row: name, balance, servers up/total in the pool's health colour, active, total."""
+        health = colours.get(pl.health_kind(pool), Style())
+        default_for = ", ".join(str(x) for x in pool.get("default_for") or [])
+        blank = Text("")
+        return (
+            Text(HEADER_MARK + str(pool["name"]), style="bold"),
+            Text(str(pool.get("balance") or "")),
+            Text(f"{pool.get('up', 0)}/{pool.get('servers', 0)} up", style=health + Style(bold=True)),
+            blank,
+            blank,
+            Text(str(pool.get("active", 0)), justify="right", style="bold"),
+            Text(str(pool.get("total", 0)), justify="right", style="bold"),
+            blank,
+            blank,
+            Text(f"default for {default_for}" if default_for else "", style="dim"),
+            blank,
+        )
+
+    @staticmethod
+    def render_cells(server: JSON, now: float, colours: dict[str, Style], indent: bool = False) -> tuple[Text, ...]:
         """One row of cells; Text (not str) so names and reasons are never parsed as markup."""
         health = server.get("health") or {}
         kind = fmt.state_kind(server)
@@ -164,7 +242,7 @@ class BackendsTable(DataTable[Text]):
         if server.get("drain") and kind in ("draining", "drained"):
             changed = fmt.duration(now - float(server["drain"]["started"]))
         return (
-            Text(str(server.get("name"))),
+            Text((INDENT if indent else "") + str(server.get("name"))),
             Text(str(server.get("address", ""))),
             Text(fmt.state_label(server, now), style=colours.get(kind, "")),
             Text(str(server.get("weight", "")), justify="right"),

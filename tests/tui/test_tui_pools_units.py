@@ -1,0 +1,51 @@
+"""The pure pool and route helpers of the dashboard (tui/pools.py): grouping, health, the p cycle, route rates."""
+
+from __future__ import annotations
+
+import pytest
+import tui_support  # noqa: F401  (puts the repo on sys.path)
+
+from tui import pools as pl
+
+
+@pytest.mark.parametrize(
+    ("status", "grouped"),
+    [
+        ({"servers": [{"name": "b1"}]}, False),
+        ({"pools": [{"name": "default"}], "routes": [], "servers": [{"name": "b1", "pool": "default"}]}, False),
+        ({"pools": [{"name": "chat"}, {"name": "notify"}]}, True),
+        ({"servers": [{"name": "be/s1", "pool": "be"}, {"name": "api/s1", "pool": "api"}]}, True),
+    ],
+)
+def test_grouped_only_with_several_pools(status: dict, grouped: bool) -> None:
+    """No pools or one pool is today's view; two pools (listed, or named by servers) group the table."""
+    assert pl.grouped(status) is grouped
+
+
+@pytest.mark.parametrize(
+    ("servers", "up", "kind"), [(3, 3, "up"), (3, 2, "going-down"), (3, 0, "down"), (0, 0, "down")]
+)
+def test_pool_health_colour(servers: int, up: int, kind: str) -> None:
+    """All up is up, some up is a warning, none up (or an empty pool) is down."""
+    assert pl.health_kind({"servers": servers, "up": up}) == kind
+
+
+@pytest.mark.parametrize(("current", "after"), [(None, "a"), ("a", "b"), ("b", None), ("gone", "a")])
+def test_pool_cycle(current: str | None, after: str | None) -> None:
+    """`p`: all, then each pool in order, then all again; a vanished pool restarts the cycle."""
+    assert pl.next_pool(current, ["a", "b"]) == after
+
+
+def test_route_rates_need_a_window_and_survive_renumbering() -> None:
+    """A rate appears after MIN_RATE_WINDOW_S; a count going back (engine restart) resets it; it follows the route."""
+    rates = pl.RouteRates()
+    route = {"index": 0, "host": "chat.example.com", "pool": "chat", "matched": 10}
+    rates.update([route], 100.0)
+    rates.update([{**route, "matched": 11}], 100.25)
+    assert rates.rate(route) is None
+    rates.update([{**route, "matched": 20}], 102.0)
+    assert rates.rate(route) == pytest.approx(5.0)
+    rates.update([{**route, "index": 1, "matched": 24}], 103.0)  # a route inserted before it: same route
+    assert rates.rate({**route, "index": 1}) == pytest.approx(4.0)
+    rates.update([{**route, "matched": 2}], 104.0)
+    assert rates.rate(route) is None
