@@ -86,7 +86,7 @@ def add_engine_flags(parser: argparse.ArgumentParser) -> None:
 
 def build_config(args: argparse.Namespace) -> EngineConfig:
     """The file's settings with the flags on top; raises ConfigError naming the bad key or flag."""
-    config = load_file(args.config) if args.config else EngineConfig()
+    config = single_pool(load_file(args.config) if args.config else EngineConfig())
     changes: dict[str, object] = {}
     if args.listen:
         changes["listen"] = tuple(parse_listen_flag(value, parse_listen) for value in args.listen)
@@ -166,6 +166,19 @@ def build_config(args: argparse.Namespace) -> EngineConfig:
     if not result.servers:
         raise ConfigError("server", None, "give at least one server: --backend HOST:PORT or [[server]] in the file")
     return result
+
+
+def single_pool(config: EngineConfig) -> EngineConfig:
+    """One `[[pool]]` and no `[[route]]` runs as today's single pool; more is validated but not served yet."""
+    if not config.pools:
+        return config
+    if len(config.pools) > 1 or config.routes:
+        names = ", ".join(pool.name for pool in config.pools)
+        raise ConfigError(
+            "pool", names, "this engine serves one pool so far: several pools and routes are checked but not routed yet"
+        )
+    pool = config.pools[0]
+    return replace(config, servers=pool.servers, balance=pool.balance, check=pool.check, pools=())
 
 
 def limit_flags(args: argparse.Namespace, limits: LimitsConfig) -> LimitsConfig:
