@@ -20,6 +20,7 @@ from proxy_core.sniffer import RequestSniffer, ResponseSniffer
 
 if TYPE_CHECKING:
     from proxy_core.events import Handshake
+    from proxy_core.pool import Pool
     from proxy_core.registry import Server
     from proxy_core.sniffer import RequestHead, ResponseHead
     from proxy_core.switchboard import Switchboard
@@ -65,9 +66,11 @@ class ClientSide(asyncio.Protocol):
         "listener",
         "logged",
         "path",
+        "pool",
         "reply",
         "request",
         "response",
+        "route",
         "server",
         "started",
         "timer",
@@ -81,6 +84,8 @@ class ClientSide(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.backend: BackendSide | None = None
         self.server: Server | None = None
+        self.pool: Pool | None = None  # chosen by a route (Switchboard.route); None: the first pool
+        self.route: int | None = None  # the index of the route that matched
         self.started = 0.0
         self.address: str | None = None  # "host:port" of the client, when kept (see Switchboard.keep_peer)
         self.connect_expired = False
