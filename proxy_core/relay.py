@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, cast
 from proxy_core.sniffer import RequestSniffer, ResponseSniffer
 
 if TYPE_CHECKING:
+    from proxy_core.clienthello import ClientHelloReader
     from proxy_core.events import Handshake
     from proxy_core.pool import Pool
     from proxy_core.registry import Server
@@ -98,7 +99,7 @@ class ClientSide(asyncio.Protocol):
         self.closed = False
         self.close_reason = ""
         self.closed_by = ""
-        self.request: RequestSniffer | None = None
+        self.request: RequestSniffer | ClientHelloReader | None = None  # the reader: SNI on a passthrough
         self.response: ResponseSniffer | None = None
         self.first_byte_at = 0.0
         self.kind = "raw"

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from proxy_core.accesslog import AccessLog
 from proxy_core.balancer import Balancer
+from proxy_core.clienthello import ClientHelloReader
 from proxy_core.config import EngineConfig
 from proxy_core.events import ConnectFailed, ConnectionClosed, EventBus, Handshake, OperatorAction
 from proxy_core.listener import Listener
@@ -151,21 +152,26 @@ class Switchboard:
         if not self.config.tcp_nodelay and client.transport is not None:
             set_nodelay(client.transport, False)
         plan = self.routing.get(client.listener) if self.routing else None
-        if self.log_handshakes or (plan is not None and plan.wait_head):
-            client.request = RequestSniffer()
+        if plan is not None and plan.peek_sni:  # TLS passed through: its ClientHello names the site
+            client.request = ClientHelloReader()
+        if self.log_handshakes or (plan is not None and (plan.wait_head or plan.peek_sni)):
+            if client.request is None:
+                client.request = RequestSniffer()
             if self.head_deadline > 0:
                 self.awaiting_head[client.conn_id] = client
                 if self._head_sweep is None:
                     self._head_sweep = self._loop.call_later(self.head_sweep_step, self._sweep_heads)
         if plan is not None:
-            if not plan.wait_head:  # routes on the listener or the SNI alone: decided now
+            if not plan.wait_head and not plan.peek_sni:  # routes on the listener or a terminated SNI: now
                 self.route(client, plan)
             return  # else request_sniffed routes it
         client.connect_task = self._loop.create_task(self._connect(client))
 
-    def route(self, client: ClientSide, plan: ListenerPlan) -> None:
+    def route(self, client: ClientSide, plan: ListenerPlan, sni: str | None = None) -> None:
         """Pick the pool (routing.py) from the head parsed so far and the SNI, then connect or refuse."""
-        head, sni = client.head, client.tls.get("sni") if client.tls else None
+        head = client.head
+        if sni is None and client.tls:
+            sni = client.tls.get("sni")
         decision = decide(
             self.routes,
             plan.listener,
@@ -323,9 +329,12 @@ class Switchboard:
         if self.log_handshakes and client.request is None and client.head is None:
             self._log_handshake(client)  # raw or malformed: nothing more to wait for
 
-    def request_sniffed(self, client: ClientSide, request: RequestSniffer) -> None:
+    def request_sniffed(self, client: ClientSide, request: RequestSniffer | ClientHelloReader) -> None:
         """The client's head is parsed (or known to be raw or bad): the head deadline is over."""
         self.awaiting_head.pop(client.conn_id, None)
+        if isinstance(request, ClientHelloReader):
+            self._hello_read(client, request)
+            return
         if request.state == "done" and request.head is not None:
             client.head = request.head
             client.kind = request.head.kind
@@ -349,6 +358,17 @@ class Switchboard:
                 self.route(client, plan)
                 if not self.log_handshakes:
                     client.head = None
+
+    def _hello_read(self, client: ClientSide, reader: ClientHelloReader) -> None:
+        """A passthrough's ClientHello is read (or is none): route on its SNI, relay the bytes untouched."""
+        plan = self.routing.get(client.listener)
+        if client.closed or plan is None:
+            return
+        client.kind = "raw"
+        if reader.state != "done":
+            client.head_error = f"no TLS ClientHello ({reader.error or 'not TLS'}): routed without a server name"
+        sni = reader.hello.sni if reader.hello is not None else None
+        self.route(client, plan, sni)
 
     def response_data(self, client: ClientSide, data: bytes) -> None:
         response = client.response
