@@ -93,24 +93,68 @@ def format_status(status: JSON, now: float) -> str:
         "",
     ]
     rows = [list(COLUMNS)]
-    for server in status.get("servers", []):
-        rows.append(
-            [
-                str(server.get("name")),
-                str(server.get("address")),
-                state_label(server),
-                str(server.get("weight")),
-                f"{float(server.get('share') or 0) * 100:.0f}%",
-                str(server.get("active", 0)),
-                str(server.get("total", 0)),
-                str(server.get("connect_failures", 0)),
-                last_check(server, now),
-            ]
-        )
+    pools = status.get("pools") or []
+    servers = status.get("servers", [])
+    groups: list[tuple[JSON | None, list[JSON]]] = [(None, servers)]
+    if len(pools) > 1:  # a line per pool with its totals, then its servers
+        groups = [(pool, [s for s in servers if s.get("pool") == pool.get("name")]) for pool in pools]
+    headers: dict[int, list[str]] = {}  # the index of the row a pool's line is printed above
+    for pool, members in groups:
+        if pool is not None:
+            headers.setdefault(len(rows), []).append(pool_line(pool))
+        rows.extend(server_row(server, now) for server in members)
     widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS) - 1)]
-    for row in rows:
+    for i, row in enumerate(rows):
+        lines.extend(headers.get(i, []))
         lines.append("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + "  " + row[-1])
+    lines.extend(headers.get(len(rows), []))  # pools without a server, after the last row
+    lines.extend(route_lines(status))
     return "\n".join(line.rstrip() for line in lines)
+
+
+def server_row(server: JSON, now: float) -> list[str]:
+    return [
+        str(server.get("name")),
+        str(server.get("address")),
+        state_label(server),
+        str(server.get("weight")),
+        f"{float(server.get('share') or 0) * 100:.0f}%",
+        str(server.get("active", 0)),
+        str(server.get("total", 0)),
+        str(server.get("connect_failures", 0)),
+        last_check(server, now),
+    ]
+
+
+def pool_line(pool: JSON) -> str:
+    """`pool chat (least_conn): 2/3 up, 120 active, 4512 total; default for 0.0.0.0:8000`."""
+    default = pool.get("default_for") or []
+    where = f"; default for {', '.join(map(str, default))}" if default else ""
+    return (
+        f"pool {pool.get('name')} ({pool.get('balance')}): {pool.get('up', 0)}/{pool.get('servers', 0)} up, "
+        f"{pool.get('active', 0)} active, {pool.get('total', 0)} total{where}"
+    )
+
+
+def route_lines(status: JSON) -> list[str]:
+    """The routes in the order they are tried, with their matches, and the requests no route took."""
+    routes = status.get("routes") or []
+    if not routes:
+        return []
+    lines = ["", "routes (first match wins):"]
+    for route in routes:
+        conditions = [
+            f"{key} {clean(route[key])}" for key in ("listener", "host", "path_prefix", "sni") if route.get(key)
+        ]
+        lines.append(
+            f"  {route.get('index')}: {' '.join(conditions) or 'any'} -> {route.get('pool')}, "
+            f"{route.get('matched', 0)} matched"
+        )
+    unrouted = status.get("unrouted") or {}
+    lines.append(
+        f"unrouted: {unrouted.get('not_found', 0)} not found (404), {unrouted.get('misdirected', 0)} misdirected (421)"
+    )
+    return lines
 
 
 def format_event(event: JSON) -> str:

@@ -149,9 +149,13 @@ class ControlClient:
 
     # Mutations
 
-    async def add(self, name: str, address: str, weight: int = 1, max_conns: int | None = None) -> JSON:
-        """`POST /v1/servers`: add an upstream."""
+    async def add(
+        self, name: str, address: str, weight: int = 1, max_conns: int | None = None, pool: str | None = None
+    ) -> JSON:
+        """`POST /v1/servers`: add an upstream (to `pool`, or the pool of a POOL/NAME, or the only pool)."""
         body: JSON = {"name": name, "address": address, "weight": weight, "max_conns": max_conns}
+        if pool is not None:
+            body["pool"] = pool
         result: JSON = await self._request("POST", "/v1/servers", body=body)
         return result
 

@@ -21,6 +21,8 @@ from proxy_core.edgeconfig import (
     server_options,
 )
 from proxy_core.errors import ConfigError
+from proxy_core.poolconfig import PoolConfig, check_topology, parse_routes, pool_tables
+from proxy_core.routing import Route
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,64}\Z")
 BALANCE_POLICIES = ("round_robin", "least_conn", "ip_hash")
@@ -115,6 +117,8 @@ class EngineConfig:
     rebalance: RebalanceConfig = field(default_factory=RebalanceConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    pools: tuple[PoolConfig, ...] = ()  # `[[pool]]`; empty: one pool from servers/balance/check (pools_of)
+    routes: tuple[Route, ...] = ()  # `[[route]]`, first match wins
 
 
 def format_address(host: str, port: int) -> str:
@@ -329,8 +333,7 @@ def check_unique_listeners(listeners: tuple[ListenerConfig, ...]) -> None:
 TOP_KEYS = (
     "listen", "balance", "retries", "tcp_nodelay", "handshake_log", "access_log", "state_file",
     "max_clients", "server", "check", "timeouts", "control", "workers", "rebalance", "listener", "limits",
-    "resolve",
-    "cluster",
+    "resolve", "cluster", "pool", "route",
 )  # fmt: skip
 
 
@@ -401,6 +404,8 @@ def parse_config(data: Mapping[str, Any]) -> EngineConfig:
             else:
                 control[key] = _str(f"control.{key}", value)
         changes["control"] = ControlConfig(**control)
+    if "pool" in table or "route" in table:
+        changes.update(parse_pools(table, changes))
     return replace(config, **changes)
 
 
@@ -418,6 +423,39 @@ def parse_cluster(value: object, base: ClusterConfig | None = None) -> ClusterCo
     if "instance" in changes:
         validate_name("cluster.instance", changes["instance"])
     return replace(base or ClusterConfig(), **changes)
+
+
+def parse_pool(key: str, raw: Mapping[str, Any]) -> PoolConfig:
+    """One `[[pool]]`: the same `balance`, `[check]` and `[[server]]` rules as the single-pool form."""
+    name = validate_name(f"{key}.name", raw["name"])
+    balance = raw.get("balance", "round_robin")
+    if balance not in BALANCE_POLICIES:
+        raise ConfigError(f"{key}.balance", balance, f"one of {', '.join(BALANCE_POLICIES)}")
+    servers = raw.get("server", [])
+    if not isinstance(servers, list):
+        raise ConfigError(f"{key}.server", servers, "[[pool.server]] tables")
+    parsed = tuple(parse_server(f"{key}.server[{i}]", s, i) for i, s in enumerate(servers))
+    check = parse_check(raw["check"]) if "check" in raw else CheckConfig()
+    return PoolConfig(name, parsed, balance, check)
+
+
+def parse_pools(table: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
+    """`[[pool]]` and `[[route]]` with every cross-reference checked; top-level servers and pools do not mix."""
+    if "pool" not in table:
+        raise ConfigError("route", table["route"], "routes need [[pool]] tables to point at")
+    for key in ("server", "balance", "check"):
+        if key in table:
+            raise ConfigError(
+                key, table[key], "with [[pool]] tables, put it inside a pool ([pool.check], [[pool.server]])"
+            )
+    pools = tuple(parse_pool(f"pool[{i}]", t) for i, t in enumerate(pool_tables(table["pool"])))
+    for pool in pools:
+        check_unique(pool.servers)
+    routes = parse_routes(table.get("route", []))
+    listeners: tuple[ListenerConfig, ...] = changes.get("listen", EngineConfig().listen)
+    addresses = [format_address(x.host, x.port) for x in listeners]
+    check_topology(pools, routes, addresses, {a: x.default_pool for a, x in zip(addresses, listeners, strict=True)})
+    return {"pools": pools, "routes": routes}
 
 
 def parse_rebalance(value: object) -> RebalanceConfig:

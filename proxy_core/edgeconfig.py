@@ -36,6 +36,7 @@ class ListenerConfig:
     certificates: tuple[Certificate, ...] = ()
     proxy_protocol: bool = False
     proxy_protocol_from: tuple[str, ...] = ANY_SOURCE
+    default_pool: str | None = None  # with [[pool]]: where a connection no route matches goes (None: 404)
 
     @property
     def tls(self) -> bool:
@@ -60,7 +61,9 @@ class LimitsConfig:
         return float(self.new_conns_per_client_burst or max(1, round(self.new_conns_per_client_per_s)))
 
 
-LISTENER_KEYS = ("address", "tls_cert", "tls_key", "certificate", "proxy_protocol", "proxy_protocol_from")
+LISTENER_KEYS = (
+    "address", "tls_cert", "tls_key", "certificate", "proxy_protocol", "proxy_protocol_from", "default_pool",
+)  # fmt: skip
 LIMIT_KEYS = tuple(LimitsConfig.__dataclass_fields__)
 
 
@@ -118,7 +121,10 @@ def parse_listener(key: str, raw: object, parse_listen: Any) -> ListenerConfig:
         if not proxy:
             raise ConfigError(f"{key}.proxy_protocol_from", raw["proxy_protocol_from"], "needs proxy_protocol = true")
         sources = parse_networks(f"{key}.proxy_protocol_from", raw["proxy_protocol_from"])
-    return ListenerConfig(host, port, tuple(certificates), proxy, sources)
+    default_pool = raw.get("default_pool")
+    if default_pool is not None and (not isinstance(default_pool, str) or not default_pool):
+        raise ConfigError(f"{key}.default_pool", default_pool, "the name of a [[pool]]")
+    return ListenerConfig(host, port, tuple(certificates), proxy, sources, default_pool)
 
 
 def parse_listen_flag(value: str, parse_listen: Any) -> ListenerConfig:

@@ -8,11 +8,12 @@ import os
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from proxy_core import __version__, statefile
 from proxy_core.accesslog import AccessLog
-from proxy_core.balancer import BalancePolicy, Balancer, make_balancer
+from proxy_core.balancer import Balancer
 from proxy_core.checker import CheckRunner
 from proxy_core.cluster import rebalancing
 from proxy_core.cluster.changes import FleetChanges, parse_add
@@ -22,10 +23,12 @@ from proxy_core.errors import BadRequest, ConfigError, Conflict, NotFound, State
 from proxy_core.events import EventBus, OperatorAction
 from proxy_core.health import CheckResult
 from proxy_core.listener import Listener
+from proxy_core.poolconfig import PoolConfig, pools_of
 from proxy_core.rates import RateHistory
 from proxy_core.rebalancer import Rebalancer
 from proxy_core.registry import Registry, Server
 from proxy_core.resolver import Unresolvable, resolve
+from proxy_core.routing import ListenerPlan, plan_listener
 from proxy_core.switchboard import Switchboard
 from proxy_core.tls import CertProblem
 from proxy_core.upstream import UpstreamEdge
@@ -54,21 +57,29 @@ class Engine(FleetChanges):
         self.config = config
         self.control_path = control_path
         self.bus = EventBus()
-        self.registry = Registry(config.check)
+        self.pool_configs: tuple[PoolConfig, ...] = pools_of(config)
+        first = self.pool_configs[0]
+        self.registry = Registry(first.check, first.balance, first.name)
+        self.registry.qualified = len(self.pool_configs) > 1
+        for pool in self.pool_configs[1:]:
+            self.registry.add_pool(pool.name, pool.balance, pool.check)
         self.rates = RateHistory()
         self.started = time.time()
         self.listeners: list[Listener] = []
         self.listen_addresses: list[str] = []
+        # Bound address -> (configured address, its default_pool, TLS terminated): what routes are planned from.
+        self.listen_names: dict[str, tuple[str, str | None, bool]] = {}
         self.stopping = False
         self._stopped = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._access_log: AccessLog | None = None
         self.board: Switchboard
         self.edge: Edge
-        self.checker: CheckRunner
+        self.checker: CheckRunner  # the first pool's; each pool has its own (checkers), with its own settings
+        self.checkers: dict[str, CheckRunner] = {}
         self.rebalancer: Rebalancer
         self.control: Any = None  # the control API runner, started by proxy_core.control
-        self.configured = {s.name for s in config.servers}
+        self.configured = {self.registry.display_name(p.name, s.name) for p in self.pool_configs for s in p.servers}
         self.removed: set[str] = set()  # configured servers removed at runtime (kept removed after a restart)
         self.local_overrides: set[str] = set()  # servers changed with --local since the fleet last set them
         self.cluster: Cluster | None = None
@@ -90,13 +101,15 @@ class Engine(FleetChanges):
                 raise ConfigError(
                     "access_log", self.config.access_log, f"a file this user can append to ({exc.strerror})"
                 ) from exc
-        balancer = make_balancer(cast(BalancePolicy, self.config.balance))
+        balancer = self.registry.default.balancer
         self.board = Switchboard(self.config, self.registry, self.bus, balancer, self._access_log)
         self.rebalancer = self._make_rebalancer(balancer)
-        self.checker = CheckRunner(self.config.check, self._check_result, on_address=self._resolved)
+        for name, pool in self.registry.pools.items():
+            self.checkers[name] = CheckRunner(pool.check, self._check_result, on_address=self._resolved)
+        self.checker = self.checkers[self.registry.default.name]
         self.edge = Edge(self.board, self.config)
         for server in self.registry:
-            self.checker.add(server.name, server.host, server.port, edge=server.edge)
+            self.checkers[server.pool].add(server.name, server.host, server.port, edge=server.edge)
         if self.config.cluster.url:  # catch up on the fleet's changes before accepting a connection
             from proxy_core.cluster.store import Cluster
 
@@ -112,6 +125,10 @@ class Engine(FleetChanges):
             self.listeners.append(listener)
             self.listen_addresses.append(listener.address)
             self.board.listener_counts[listener.address] = [0, 0]
+            self.listen_names[listener.address] = (name, listen.default_pool, listen.tls)
+        self.board.routes = self.config.routes
+        self.board.route_matched = [0] * len(self.config.routes)
+        self._plan_routes()
         self.board.listeners = self.listeners
         self._spawn(self._sample_rates())
         if self.cluster is not None:
@@ -125,19 +142,40 @@ class Engine(FleetChanges):
         if self.config.timeouts.idle > 0:
             self._spawn(self._watch_idle(self.config.timeouts.idle))
 
+    def default_pool(self, configured: str | None) -> str | None:
+        """A listener's pool when no route matches: its default_pool, else the pool when there is only one."""
+        if configured is not None:
+            return configured
+        return self.registry.default.name if len(self.registry.pools) == 1 else None
+
+    def _plan_routes(self) -> None:
+        """Each listener's routing plan from the current routes (after every route or pool change)."""
+        plans: dict[str, ListenerPlan] = {}
+        first = self.registry.default.name
+        for address, (name, default, tls) in self.listen_names.items():
+            plan = plan_listener(self.board.routes, name, self.default_pool(default), first, tls)
+            if plan is not None:
+                plans[address] = plan
+        self.board.routing = plans
+
     async def _load_pool(self) -> None:
         """The configured servers with the saved runtime changes laid over them, each host resolved."""
         saved, problem = statefile.load(self.state_path) if self.state_path else (None, None)
         if problem:
             print(f"wsproxy: WARNING: {problem}", file=sys.stderr, flush=True)
             self.bus.publish(OperatorAction(action="state-load", server=None, ok=False, detail=problem))
-        if saved is None:
-            pool = [statefile.ServerState(s) for s in self.config.servers]
-        else:
-            pool = statefile.merge(self.config.servers, saved)
+        pool: list[statefile.ServerState] = []
+        qualified = self.registry.qualified
+        for i, spec in enumerate(self.pool_configs):
+            if saved is None:
+                entries = [statefile.ServerState(s) for s in spec.servers]
+            else:
+                entries = statefile.merge(spec.servers, statefile.in_pool(saved, spec.name, i == 0, qualified))
+            pool.extend(replace(entry, pool=spec.name) for entry in entries)
+        if saved is not None:
             self.removed = saved.removed & self.configured
             self._cluster_applied = saved.cluster_applied
-        configured = {s.name: s for s in self.config.servers}
+        configured = {(p.name, s.name): s for p in self.pool_configs for s in p.servers}
         addresses = await asyncio.gather(*(self._try_resolve(entry.config.host) for entry in pool))
         unresolved = [e.config for e, a in zip(pool, addresses, strict=True) if a is None]
         if unresolved and self.config.resolve == "strict":
@@ -154,11 +192,13 @@ class Engine(FleetChanges):
             host = entry.config.host
             unresolvable = None if address is not None else f"cannot resolve {host}"
             try:
-                server, events = self.registry.add(entry.config, now, at_start=True, unresolved=unresolvable)
+                server, events = self.registry.add(
+                    entry.config, now, at_start=True, unresolved=unresolvable, pool=entry.pool
+                )
             except WsproxyError as exc:
                 print(f"wsproxy: WARNING: saved server {entry.config.name} skipped: {exc.message}", file=sys.stderr)
                 continue
-            server.edge = server_edge(configured.get(server.name), server)
+            server.edge = server_edge(configured.get((server.pool, server.short)), server)
             self.bus.publish_all(events)
             if unresolvable:
                 print(f"wsproxy: WARNING: {entry.config.name}: {unresolvable}; starting it down", file=sys.stderr)
@@ -219,7 +259,8 @@ class Engine(FleetChanges):
             except TimeoutError:
                 for client in list(self.board.connections.values()):
                     client.finish("proxy", "shutdown", reset=True)
-        await self.checker.close()
+        for checker in self.checkers.values():
+            await checker.close()
         if self.cluster is not None:
             await self.cluster.close()
         try:
@@ -311,21 +352,50 @@ class Engine(FleetChanges):
         self.bus.publish(OperatorAction(action=action, server=name, ok=True, detail=detail))
         return result
 
-    async def add_server(self, name: str, address: str, weight: int = 1, max_conns: int | None = None) -> Server:
+    def _named(self, action: str, name: str) -> str:
+        """The server a command names as the registry keys it: POOL/NAME or a bare NAME unique across pools."""
+        if not self.registry.qualified and "/" not in name:
+            return name  # one pool: the name as given (today's path, refusals included)
+        try:
+            return self.registry.get(name).name
+        except WsproxyError as exc:
+            self.bus.publish(OperatorAction(action=action, server=name, ok=False, detail=exc.message))
+            raise
+
+    def _add_pool(self, name: str, pool: str | None) -> tuple[str, str]:
+        """(pool, bare name) for an add: `pool`, the POOL/ of the name, or the only pool; else refused."""
+        if "/" in name:
+            prefix, _, name = name.partition("/")
+            if pool is not None and pool != prefix:
+                raise BadRequest(f"server {prefix}/{name} named with pool {pool!r}: give the pool once")
+            pool = prefix
+        if pool is None:
+            if len(self.registry.pools) > 1:
+                pools = ", ".join(self.registry.pools)
+                raise BadRequest(f"several pools ({pools}): say which one the server joins (POOL/NAME or pool)")
+            pool = self.registry.default.name
+        self.registry.pool(pool)
+        return pool, name
+
+    async def add_server(
+        self, name: str, address: str, weight: int = 1, max_conns: int | None = None, pool: str | None = None
+    ) -> Server:
         if self._fleet("add", name):
             await self._check_add(name, address, max_conns)
             return cast(Server, await self._submit("add", name, address=address, weight=weight, max_conns=max_conns))
 
         async def run() -> Server:
+            home, short = self._add_pool(name, pool)
             host, port = parse_add(address, max_conns)
             resolved = await self._try_resolve(host)
             if resolved is None:
                 raise BadRequest(f"host {host!r} does not resolve")
-            server, events = self.registry.add(ServerConfig(name, host, port, weight, max_conns), time.time())
+            config = ServerConfig(short, host, port, weight, max_conns)
+            server, events = self.registry.add(config, time.time(), pool=home)
             server.connect_host = resolved
-            self.removed.discard(name)
+            self.removed.discard(server.name)
             self.bus.publish_all(events)
-            self.checker.add(server.name, server.host, server.port)
+            self.checkers[server.pool].add(server.name, server.host, server.port)
             return server
 
         return await self._operate("add", name, run, f"added {name} at {address} weight {weight}")
@@ -344,6 +414,7 @@ class Engine(FleetChanges):
             return None
 
     async def drain(self, name: str, deadline_s: float | None = None, force: bool = False) -> Server:
+        name = self._named("drain", name)
         if self._fleet("drain", name):
             self.registry.validate("drain", name, force=force, deadline_s=deadline_s)
             deadline = None if deadline_s is None else time.time() + deadline_s  # one instant for the fleet
@@ -358,6 +429,7 @@ class Engine(FleetChanges):
         return await self._operate("drain", name, run, f"draining {name}{when}")
 
     async def undrain(self, name: str) -> Server:
+        name = self._named("undrain", name)
         if self._fleet("undrain", name):
             server = self.registry.get(name)
             if server.admin != "draining":
@@ -366,6 +438,7 @@ class Engine(FleetChanges):
         return await self._simple("undrain", name, lambda: self.registry.undrain(name), f"{name} takes new connections")
 
     async def disable(self, name: str, force: bool = False) -> Server:
+        name = self._named("disable", name)
         if self._fleet("disable", name):
             self.registry.validate("disable", name, force=force)
             return cast(Server, await self._submit("disable", name))
@@ -374,12 +447,14 @@ class Engine(FleetChanges):
         )
 
     async def enable(self, name: str) -> Server:
+        name = self._named("enable", name)
         if self._fleet("enable", name):
             self.registry.get(name)
             return cast(Server, await self._submit("enable", name))
         return await self._simple("enable", name, lambda: self.registry.enable(name), f"{name} enabled")
 
     async def set_weight(self, name: str, weight: int, force: bool = False) -> Server:
+        name = self._named("weight", name)
         if self._fleet("weight", name):
             self.registry.validate("weight", name, force=force, weight=weight)
             return cast(Server, await self._submit("weight", name, weight=weight))
@@ -396,6 +471,7 @@ class Engine(FleetChanges):
         return await self._operate(action, name, run, detail)
 
     async def remove(self, name: str, force: bool = False) -> Server:
+        name = self._named("remove", name)
         if self._fleet("remove", name):
             self.registry.validate("remove", name, force=force)
             if not force:
@@ -406,7 +482,7 @@ class Engine(FleetChanges):
             server, events = self.registry.remove(name, force=force)
             if name in self.configured:
                 self.removed.add(name)
-            self.checker.remove(name)
+            self.checkers[server.pool].remove(name)
             self.bus.publish_all(events)
             for client in list(server.conns):
                 client.finish("proxy", "server removed (forced)")
@@ -441,6 +517,8 @@ class Engine(FleetChanges):
 
     def preview(self, action: str, name: str, *, force: bool = False, weight: int | None = None) -> dict[str, Any]:
         """A dry run of drain, disable, weight or remove: what it would move (refused as the real one would be)."""
+        if self.registry.qualified or "/" in name:
+            name = self.registry.get(name).name
         return self.rebalancer.preview(action, name, force=force, weight=weight)
 
     async def rebalance_plan(self, rate: float | None = None) -> dict[str, Any]:
@@ -469,7 +547,7 @@ class Engine(FleetChanges):
     # -- reading --------------------------------------------------------------------------------
 
     def server_dict(self, server: Server) -> dict[str, Any]:
-        return server.to_dict(self.registry.total_weight())
+        return server.to_dict(self.registry.total_weight(server.pool) if server.pool in self.registry.pools else 0)
 
     def server_detail(self, name: str) -> dict[str, Any]:
         server = self.registry.get(name)
@@ -480,6 +558,29 @@ class Engine(FleetChanges):
         ]
         data["connections"] = [c.describe(now) for c in sorted(server.conns, key=lambda c: c.conn_id)]
         return data
+
+    def pools_status(self) -> list[dict[str, Any]]:
+        """Per pool: servers, those up and taking connections, connections, and the listeners defaulting to it."""
+        defaults: dict[str, list[str]] = {}
+        for address, (_name, default, _tls) in self.listen_names.items():
+            pool = self.default_pool(default)
+            if pool is not None:
+                defaults.setdefault(pool, []).append(address)
+        out = []
+        for name, runtime in self.registry.pools.items():
+            members = self.registry.in_pool(name)
+            out.append(
+                {
+                    "name": name,
+                    "balance": runtime.balance,
+                    "servers": len(members),
+                    "up": len(runtime.eligible),
+                    "active": sum(s.active for s in members),
+                    "total": sum(s.total for s in members),
+                    "default_for": defaults.get(name, []),
+                }
+            )
+        return out
 
     def status(self) -> dict[str, Any]:
         now = time.time()
@@ -523,6 +624,22 @@ class Engine(FleetChanges):
                 "last_seq": self.bus.seq,
             },
             "servers": self.registry.snapshot(),
+            "pools": self.pools_status(),
+            "routes": [
+                {"index": i, **route_dict(route), "matched": matched}
+                for i, (route, matched) in enumerate(zip(self.board.routes, self.board.route_matched, strict=True))
+            ],
+            "unrouted": dict(self.board.unrouted),
             "rebalance": self.rebalancer.status(),
             "cluster": self.cluster.status() if self.cluster is not None else None,
         }
+
+
+def route_dict(route: Any) -> dict[str, Any]:
+    return {
+        "listener": route.listener,
+        "host": route.host,
+        "path_prefix": route.path_prefix,
+        "sni": route.sni,
+        "pool": route.pool,
+    }

@@ -48,6 +48,7 @@ class StateChanged(Event):
     old: str
     new: str
     reason: str
+    pool: str | None = None
 
 
 @dataclass(slots=True, kw_only=True)
@@ -59,6 +60,7 @@ class OperatorAction(Event):
     server: str | None
     ok: bool
     detail: str
+    pool: str | None = None
 
 
 @dataclass(slots=True, kw_only=True)
@@ -69,7 +71,7 @@ class Handshake(Event):
     conn: int
     client: str
     listener: str
-    server: str
+    server: str | None  # None: refused unrouted (status 404/421), no backend touched
     kind: str  # "websocket" | "http" | "raw"
     method: str | None = None
     path: str | None = None
@@ -85,6 +87,8 @@ class Handshake(Event):
     latency_ms: float | None = None
     error: str | None = None
     tls: dict[str, Any] | None = None  # {"version", "cipher", "sni"} on TLS listeners
+    pool: str | None = None
+    route: int | None = None  # the index of the route that matched; None: the listener's default pool
 
 
 @dataclass(slots=True, kw_only=True)
@@ -101,6 +105,8 @@ class ConnectionClosed(Event):
     bytes_out: int
     closed_by: str  # "client" | "server" | "proxy"
     reason: str
+    pool: str | None = None
+    route: int | None = None
 
 
 @dataclass(slots=True, kw_only=True)
@@ -112,6 +118,7 @@ class ConnectFailed(Event):
     client: str
     reason: str
     attempt: int
+    pool: str | None = None
 
 
 @dataclass(slots=True, kw_only=True)

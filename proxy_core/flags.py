@@ -6,6 +6,7 @@ import argparse
 import socket
 from dataclasses import replace
 
+from proxy_core.checkspec import CheckConfig
 from proxy_core.config import (
     BALANCE_POLICIES,
     EngineConfig,
@@ -23,6 +24,7 @@ from proxy_core.config import (
 )
 from proxy_core.edgeconfig import LimitsConfig, parse_limits, parse_listen_flag
 from proxy_core.errors import ConfigError
+from proxy_core.poolconfig import pools_of
 
 
 def add_engine_flags(parser: argparse.ArgumentParser) -> None:
@@ -86,7 +88,7 @@ def add_engine_flags(parser: argparse.ArgumentParser) -> None:
 
 def build_config(args: argparse.Namespace) -> EngineConfig:
     """The file's settings with the flags on top; raises ConfigError naming the bad key or flag."""
-    config = load_file(args.config) if args.config else EngineConfig()
+    config = single_pool(load_file(args.config) if args.config else EngineConfig())
     changes: dict[str, object] = {}
     if args.listen:
         changes["listen"] = tuple(parse_listen_flag(value, parse_listen) for value in args.listen)
@@ -97,23 +99,7 @@ def build_config(args: argparse.Namespace) -> EngineConfig:
         changes["servers"] = servers
     if args.balance:
         changes["balance"] = args.balance
-    check = config.check
-    if args.check:
-        check = parse_check_flag(args.check, check)
-    flag_checks = {
-        "interval_ms": ("--check-interval", args.check_interval),
-        "rise": ("--rise", args.rise),
-        "fall": ("--fall", args.fall),
-        "timeout_ms": ("--check-timeout", args.check_timeout),
-        "max_fails": ("--max-fails", args.max_fails),
-    }
-    for key, (flag, value) in flag_checks.items():
-        if value is not None:
-            try:
-                check = parse_check({key: value}, check)
-            except ConfigError as exc:
-                raise ConfigError(flag, value, exc.allowed) from exc
-    changes["check"] = check
+    changes["check"] = check_flags(args, config.check)
     timeouts = config.timeouts
     for flag, field, value in (
         ("--connect-timeout", "connect", args.connect_timeout),
@@ -162,10 +148,58 @@ def build_config(args: argparse.Namespace) -> EngineConfig:
     if cluster.url and not cluster.instance:
         cluster = replace(cluster, instance=validate_name("--instance", socket.gethostname().split(".")[0]))
     changes["cluster"] = cluster
+    if len(config.pools) > 1:  # the check flags act on every pool, over each pool's [pool.check]
+        refuse_pool_flags(args)
+        for key in ("servers", "balance", "check"):
+            changes.pop(key, None)
+        changes["pools"] = tuple(replace(p, check=check_flags(args, p.check)) for p in config.pools)
     result = replace(config, **changes)  # type: ignore[arg-type]
-    if not result.servers:
+    if len(result.pools) == 1:  # the flags act on the one pool, which keeps its name
+        pool = replace(result.pools[0], servers=result.servers, balance=result.balance, check=result.check)
+        result = replace(result, pools=(pool,))
+    if not any(pool.servers for pool in pools_of(result)):
         raise ConfigError("server", None, "give at least one server: --backend HOST:PORT or [[server]] in the file")
+    if len(result.pools) > 1 and result.workers != 1:
+        raise ConfigError("workers", result.workers, "1 with several [[pool]] tables (workers serve one pool so far)")
+    if len(result.pools) > 1 and result.cluster.url:
+        raise ConfigError("cluster", result.cluster.url, "no fleet with several [[pool]] tables (one pool so far)")
     return result
+
+
+def check_flags(args: argparse.Namespace, check: CheckConfig) -> CheckConfig:
+    """`--check` and its companions over a check from the file."""
+    if args.check:
+        check = parse_check_flag(args.check, check)
+    flag_checks = {
+        "interval_ms": ("--check-interval", args.check_interval),
+        "rise": ("--rise", args.rise),
+        "fall": ("--fall", args.fall),
+        "timeout_ms": ("--check-timeout", args.check_timeout),
+        "max_fails": ("--max-fails", args.max_fails),
+    }
+    for key, (flag, value) in flag_checks.items():
+        if value is not None:
+            try:
+                check = parse_check({key: value}, check)
+            except ConfigError as exc:
+                raise ConfigError(flag, value, exc.allowed) from exc
+    return check
+
+
+def refuse_pool_flags(args: argparse.Namespace) -> None:
+    """With several pools, --backend and --balance would not say which pool they mean: the file says it."""
+    for name in ("backend", "balance"):
+        if getattr(args, name, None):
+            flag = "--" + name.replace("_", "-")
+            raise ConfigError(flag, getattr(args, name), "not with several [[pool]] tables: set it in the pool")
+
+
+def single_pool(config: EngineConfig) -> EngineConfig:
+    """One `[[pool]]` is also the top-level single pool (the settings single-pool code reads), name kept."""
+    if len(config.pools) != 1:
+        return config
+    pool = config.pools[0]
+    return replace(config, servers=pool.servers, balance=pool.balance, check=pool.check)
 
 
 def limit_flags(args: argparse.Namespace, limits: LimitsConfig) -> LimitsConfig:

@@ -132,9 +132,11 @@ class Rebalancer:
         server = self.registry.validate(action, name, force=force, weight=weight)
         moved: dict[str, list[str]] = {}
         if action in ("drain", "disable", "remove"):
-            moved[name] = self.client_keys(server)
+            moved[server.name] = self.client_keys(server)
         after = []
         for other in self.registry:
+            if other.pool != server.pool:  # shares are within the server's pool
+                continue
             eligible = other.eligible
             weight_after = other.weight
             if other is server:
@@ -146,7 +148,7 @@ class Rebalancer:
             if action == "remove" and other is server:
                 continue
             after.append(Candidate(other.name, weight_after, eligible))
-        return {"dry_run": True, "action": action, "server": name, "impact": impact(moved, after)}
+        return {"dry_run": True, "action": action, "server": server.name, "impact": impact(moved, after)}
 
     def client_keys(self, server: Server) -> list[str]:
         """One client key per live connection on the server."""

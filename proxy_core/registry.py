@@ -15,6 +15,9 @@ from proxy_core.config import NAME_PATTERN, ServerConfig, format_address, valida
 from proxy_core.errors import BadRequest, ConfigError, Conflict, NotFound
 from proxy_core.events import Event, StateChanged
 from proxy_core.health import CheckResult, HealthMachine
+from proxy_core.naming import qualified, resolve
+from proxy_core.pool import Pool
+from proxy_core.poolconfig import DEFAULT_POOL
 
 ADMIN_STATES = ("active", "draining", "disabled")
 
@@ -59,15 +62,21 @@ class Server:
         "host",
         "max_conns",
         "name",
+        "pool",
         "port",
         "removed",
+        "short",
         "statuses",
         "total",
         "weight",
     )  # fmt: skip
 
-    def __init__(self, config: ServerConfig, health: HealthMachine, now: float) -> None:
-        self.name = config.name
+    def __init__(
+        self, config: ServerConfig, health: HealthMachine, now: float, pool: str = DEFAULT_POOL, name: str = ""
+    ) -> None:
+        self.name = name or config.name  # what commands take: POOL/NAME with several pools, else NAME
+        self.short = config.name  # the name within its pool
+        self.pool = pool
         self.host = config.host
         self.connect_host = config.host  # the address connected to: the host, or what it last resolved to
         self.port = config.port
@@ -115,7 +124,7 @@ class Server:
         return bytes_in, bytes_out
 
     def config(self) -> ServerConfig:
-        return ServerConfig(self.name, self.host, self.port, self.weight, self.max_conns)
+        return ServerConfig(self.short, self.host, self.port, self.weight, self.max_conns)
 
     def to_dict(self, total_weight: int) -> dict[str, Any]:
         bytes_in, bytes_out = self.bytes_totals()
@@ -128,6 +137,7 @@ class Server:
             }
         return {
             "name": self.name,
+            "pool": self.pool,
             "address": self.address,
             "host": self.host,
             "port": self.port,
@@ -151,10 +161,13 @@ class Server:
 
 
 class Registry:
-    """The pool of servers; the engine asks it for eligible servers on each new connection."""
+    """The servers of every pool; the engine asks a pool for its eligible servers on each new connection."""
 
-    def __init__(self, check: CheckConfig) -> None:
-        self.check = check
+    def __init__(self, check: CheckConfig, balance: str = "round_robin", pool: str = DEFAULT_POOL) -> None:
+        self.check = check  # the first pool's (the only one's, with a single pool)
+        self.default = Pool(pool, balance, check)
+        self.pools: dict[str, Pool] = {pool: self.default}
+        self.qualified = False  # several pools: servers are named POOL/NAME (set before servers are added)
         self.servers: dict[str, Server] = {}
         self._eligible: tuple[Server, ...] = ()
         self.has_max_conns = False
@@ -166,31 +179,80 @@ class Registry:
     def __len__(self) -> int:
         return len(self.servers)
 
+    def add_pool(self, name: str, balance: str, check: CheckConfig) -> Pool:
+        """A further pool; its name is checked by the caller (config or the control API)."""
+        if name in self.pools:
+            raise Conflict(f"a pool named {name!r} already exists")
+        pool = Pool(name, balance, check)
+        self.pools[name] = pool
+        return pool
+
+    def remove_pool(self, name: str) -> Pool:
+        pool = self.pool(name)
+        if pool is self.default:
+            raise Conflict(f"pool {name!r} is the first pool; it cannot be removed")
+        members = [s.name for s in self.servers.values() if s.pool == name]
+        if members:
+            raise Conflict(f"pool {name!r} still has server(s) {', '.join(members)}; remove them first")
+        del self.pools[name]
+        return pool
+
+    def pool(self, name: str) -> Pool:
+        pool = self.pools.get(name)
+        if pool is None:
+            raise NotFound(f"no pool named {name!r} (pools: {', '.join(self.pools)})")
+        return pool
+
+    def display_name(self, pool: str, name: str) -> str:
+        return qualified(pool, name) if self.qualified else name
+
     def get(self, name: str) -> Server:
+        """A server by the name commands take; with several pools a bare name must be unique (naming.py)."""
         server = self.servers.get(name)
-        if server is None:
+        if server is not None:
+            return server
+        if not self.qualified and "/" not in name:
             raise NotFound(f"no server named {name!r}")
-        return server
+        members: dict[str, list[str]] = {pool: [] for pool in self.pools}
+        for candidate in self.servers.values():
+            members[candidate.pool].append(candidate.short)
+        pool, short = resolve(name, members)
+        return self.servers[self.display_name(pool, short)]
+
+    def in_pool(self, pool: str) -> list[Server]:
+        return [s for s in self.servers.values() if s.pool == pool]
 
     @property
     def eligible(self) -> tuple[Server, ...]:
-        return self._eligible
+        """The first pool's eligible servers (the rebalancer and workers work on one pool)."""
+        return self.default.eligible
 
     def refresh(self) -> None:
-        """Recompute the cached eligible set; called after every change of state or weight."""
+        """Recompute the cached eligible sets; called after every change of state or weight."""
         before = self._eligible
         self._eligible = tuple(s for s in self.servers.values() if s.eligible)
         if any(s not in before for s in self._eligible):
             self.joined += 1
-        self.has_max_conns = any(s.max_conns is not None for s in self._eligible)
+        if len(self.pools) == 1:
+            self.default.refresh(self._eligible)
+        else:
+            for pool in self.pools.values():
+                pool.refresh(s for s in self._eligible if s.pool == pool.name)
+        self.has_max_conns = self.default.has_max_conns
 
-    def total_weight(self) -> int:
-        return sum(s.weight for s in self._eligible)
+    def total_weight(self, pool: str | None = None) -> int:
+        return (self.default if pool is None else self.pools[pool]).total_weight()
 
     # -- operations -------------------------------------------------------------------------
 
     def add(
-        self, config: ServerConfig, now: float, *, at_start: bool = False, unresolved: str | None = None
+        self,
+        config: ServerConfig,
+        now: float,
+        *,
+        at_start: bool = False,
+        unresolved: str | None = None,
+        pool: str | None = None,
     ) -> tuple[Server, list[Event]]:
         """Add a server; configured servers start up provisionally, runtime additions start down.
 
@@ -198,7 +260,10 @@ class Registry:
         proxy starting beside running backends serves at once; like the nginx check module, a server added
         at runtime takes traffic only after `rise` consecutive passing checks. With checks off, both are up.
         `unresolved` (its host did not resolve, lazy resolution) starts it down with that as its check result.
+        `pool`: the pool it joins (default: the first); its check settings apply.
         """
+        home = self.default if pool is None else self.pool(pool)
+        check = home.check
         if not NAME_PATTERN.match(config.name):
             raise BadRequest(f"invalid server name {config.name!r}: use 1-64 of A-Z a-z 0-9 _ . -")
         if not 1 <= config.port <= 65535:
@@ -207,29 +272,31 @@ class Registry:
             validate_weight("weight", config.weight)
         except ConfigError as exc:
             raise BadRequest(exc.message) from exc
-        if config.name in self.servers:
-            raise Conflict(f"a server named {config.name!r} already exists")
+        name = self.display_name(home.name, config.name)
+        if name in self.servers:
+            where = f" in pool {home.name!r}" if self.qualified else ""
+            raise Conflict(f"a server named {config.name!r} already exists{where}")
         for other in self.servers.values():
-            if other.address == config.address:
+            if other.address == config.address and other.pool == home.name:
                 raise Conflict(f"{config.address} is already in the pool as {other.name!r}")
-        checks_off = self.check.type == "none"
+        checks_off = check.type == "none"
         up = (checks_off or at_start) and unresolved is None
         health = HealthMachine(
-            self.check.rise,
-            self.check.fall,
+            check.rise,
+            check.fall,
             initially_up=up,
             provisional=at_start and not checks_off,
             now=now,
         )
         if unresolved is not None:
             health.record(CheckResult(ok=False, latency_ms=None, reason=unresolved), now)
-        server = Server(config, health, now)
-        self.servers[config.name] = server
+        server = Server(config, health, now, home.name, name)
+        self.servers[name] = server
         self.refresh()
-        reason = "added" if up else f"added; up after {self.check.rise} passing checks"
+        reason = "added" if up else f"added; up after {check.rise} passing checks"
         if unresolved is not None:
-            reason = f"added down: {unresolved}; up after {self.check.rise} passing checks"
-        return server, [StateChanged(server=server.name, old="none", new=server.state, reason=reason)]
+            reason = f"added down: {unresolved}; up after {check.rise} passing checks"
+        return server, [StateChanged(server=name, old="none", new=server.state, reason=reason, pool=home.name)]
 
     def _admin(self, server: Server, admin: str, reason: str) -> list[Event]:
         old = server.state
@@ -237,11 +304,17 @@ class Registry:
         self.refresh()
         if old == server.state:
             return []
-        return [StateChanged(server=server.name, old=old, new=server.state, reason=reason)]
+        return [StateChanged(server=server.name, old=old, new=server.state, reason=reason, pool=server.pool)]
+
+    def _pool_label(self, server: Server) -> str:
+        return f"the pool {server.pool}" if self.qualified else "the pool"
 
     def _refuse_if_last(self, server: Server, what: str) -> None:
-        if server.eligible and len(self._eligible) == 1:
-            raise Conflict(f"{what} would leave no eligible server in the pool; use force to do it anyway")
+        """The interlock, per pool: emptying one pool is refused even while other pools have servers."""
+        if server.eligible and len(self.pools[server.pool].eligible) == 1:
+            raise Conflict(
+                f"{what} would leave no eligible server in {self._pool_label(server)}; use force to do it anyway"
+            )
 
     def validate(
         self,
@@ -278,8 +351,10 @@ class Registry:
                         f"{name} has {server.active} live connection(s); drain it first, or force to close them"
                     )
                 self._refuse_if_last(server, f"removing {name}")
-                if len(self.servers) == 1:
-                    raise Conflict(f"removing {name} would leave the pool empty; use force to do it anyway")
+                if len(self.in_pool(server.pool)) == 1:
+                    raise Conflict(
+                        f"removing {name} would leave {self._pool_label(server)} empty; use force to do it anyway"
+                    )
         else:
             raise ValueError(f"no validation for {action!r}")
         return server
@@ -323,9 +398,11 @@ class Registry:
         server = self.validate("remove", name, force=force)
         old = server.state
         server.removed = True
-        del self.servers[name]
+        del self.servers[server.name]
         self.refresh()
-        return server, [StateChanged(server=name, old=old, new="removed", reason="removed by operator")]
+        return server, [
+            StateChanged(server=server.name, old=old, new="removed", reason="removed by operator", pool=server.pool)
+        ]
 
     @staticmethod
     def _clear_drain(server: Server) -> None:
@@ -339,7 +416,7 @@ class Registry:
         self.refresh()
         if server.state == old:
             return []
-        return [StateChanged(server=server.name, old=old, new=server.state, reason=reason)]
+        return [StateChanged(server=server.name, old=old, new=server.state, reason=reason, pool=server.pool)]
 
     def record_check(self, name: str, result: CheckResult, now: float) -> list[Event]:
         server = self.servers.get(name)
@@ -355,10 +432,11 @@ class Registry:
 
     def record_connect_failure(self, server: Server, reason: str, now: float) -> list[Event]:
         server.connect_failures += 1
-        if self.check.max_fails <= 0 or server.removed:
+        max_fails = self.pools[server.pool].check.max_fails if server.pool in self.pools else 0
+        if max_fails <= 0 or server.removed:
             return []
         old = server.state
-        transition = server.health.record_passive_failure(reason, self.check.max_fails, now)
+        transition = server.health.record_passive_failure(reason, max_fails, now)
         if transition is None:
             return []
         return self._health_event(server, old, transition.reason)
@@ -373,5 +451,5 @@ class Registry:
         return self._health_event(server, old, "retrying after passive failures (checks are off)")
 
     def snapshot(self) -> list[dict[str, Any]]:
-        total_weight = self.total_weight()
-        return [s.to_dict(total_weight) for s in self.servers.values()]
+        weights = {name: pool.total_weight() for name, pool in self.pools.items()}
+        return [s.to_dict(weights.get(s.pool, 0)) for s in self.servers.values()]

@@ -19,7 +19,9 @@ from typing import TYPE_CHECKING, Any, cast
 from proxy_core.sniffer import RequestSniffer, ResponseSniffer
 
 if TYPE_CHECKING:
+    from proxy_core.clienthello import ClientHelloReader
     from proxy_core.events import Handshake
+    from proxy_core.pool import Pool
     from proxy_core.registry import Server
     from proxy_core.sniffer import RequestHead, ResponseHead
     from proxy_core.switchboard import Switchboard
@@ -65,9 +67,11 @@ class ClientSide(asyncio.Protocol):
         "listener",
         "logged",
         "path",
+        "pool",
         "reply",
         "request",
         "response",
+        "route",
         "server",
         "started",
         "timer",
@@ -81,6 +85,8 @@ class ClientSide(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.backend: BackendSide | None = None
         self.server: Server | None = None
+        self.pool: Pool | None = None  # chosen by a route (Switchboard.route); None: the first pool
+        self.route: int | None = None  # the index of the route that matched
         self.started = 0.0
         self.address: str | None = None  # "host:port" of the client, when kept (see Switchboard.keep_peer)
         self.connect_expired = False
@@ -93,7 +99,7 @@ class ClientSide(asyncio.Protocol):
         self.closed = False
         self.close_reason = ""
         self.closed_by = ""
-        self.request: RequestSniffer | None = None
+        self.request: RequestSniffer | ClientHelloReader | None = None  # the reader: SNI on a passthrough
         self.response: ResponseSniffer | None = None
         self.first_byte_at = 0.0
         self.kind = "raw"

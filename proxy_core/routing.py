@@ -105,3 +105,26 @@ def decide(
         return Decision(default_pool)
     what = f"host {name}" if name else "this connection"
     return Decision(None, status=NOT_FOUND, reason=f"no route for {what}{f' path {path}' if path else ''}")
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerPlan:
+    """What one listener needs before it can pick a pool: nothing, the SNI, or the request head."""
+
+    listener: str  # the address routes name it by (as configured)
+    default_pool: str | None
+    wait_head: bool  # a route for this listener looks at Host or path: connect once the head is parsed
+    peek_sni: bool  # a passthrough listener with SNI routes: read the ClientHello first (clienthello.py)
+    terminated: bool  # wsproxy decrypts: the SNI is known at accept, a Host naming another site is a 421
+
+
+def plan_listener(
+    routes: Sequence[Route], listener: str, default_pool: str | None, first_pool: str, tls: bool
+) -> ListenerPlan | None:
+    """The listener's plan; None when it connects at accept to the first pool exactly as a single pool does."""
+    mine = [r for r in routes if r.listener is None or r.listener == listener]
+    if not mine and default_pool == first_pool:
+        return None
+    wait_head = any(r.host is not None or r.path_prefix is not None for r in mine)
+    peek_sni = not tls and any(r.sni is not None for r in mine)
+    return ListenerPlan(listener, default_pool, wait_head, peek_sni, tls)

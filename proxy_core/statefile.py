@@ -29,6 +29,7 @@ class ServerState:
     config: ServerConfig
     admin: str = "active"
     drain_deadline: float | None = None
+    pool: str | None = None  # None: the first pool (files written by a single-pool engine)
 
 
 @dataclass(slots=True)
@@ -50,7 +51,8 @@ def snapshot(registry: Registry, removed: set[str], cluster_applied: str | None 
         "written": time.time(),
         "servers": [
             {
-                "name": s.name,
+                "name": s.short,
+                **({"pool": s.pool} if registry.qualified else {}),
                 "address": s.address,
                 "weight": s.weight,
                 "max_conns": s.max_conns,
@@ -109,7 +111,10 @@ def parse(data: object) -> SavedState:
         deadline = raw.get("drain_deadline")
         if deadline is not None and not isinstance(deadline, int | float):
             raise ConfigError(f"{key}.drain_deadline", deadline, "a number or null")
-        state.servers.append(ServerState(ServerConfig(name, host, port, weight, max_conns), admin, deadline))
+        pool = raw.get("pool")
+        if pool is not None:
+            validate_name(f"{key}.pool", pool)
+        state.servers.append(ServerState(ServerConfig(name, host, port, weight, max_conns), admin, deadline, pool))
     removed = data.get("removed", [])
     if not isinstance(removed, list) or not all(isinstance(n, str) for n in removed):
         raise ConfigError("state.removed", removed, "a list of names")
@@ -137,6 +142,19 @@ def load(path: str) -> tuple[SavedState | None, str | None]:
             where = f"could not be moved aside ({move_error.strerror})"
         reason = exc.message if isinstance(exc, ConfigError) else str(exc)
         return None, f"state file {path} is unreadable ({reason}); {where}; starting from the configuration"
+
+
+def in_pool(saved: SavedState, pool: str, first: bool, qualified: bool) -> SavedState:
+    """The part of a saved state about one pool (entries without a pool belong to the first), names bare."""
+    servers = [s for s in saved.servers if s.pool == pool or (s.pool is None and first)]
+    if qualified:
+        prefix = f"{pool}/"
+        removed = {n[len(prefix) :] for n in saved.removed if n.startswith(prefix)}
+        if first:
+            removed |= {n for n in saved.removed if "/" not in n}
+    else:
+        removed = {n.partition("/")[2] if n.startswith(f"{pool}/") else n for n in saved.removed}
+    return SavedState(servers, removed, saved.cluster_applied)
 
 
 def merge(configured: tuple[ServerConfig, ...], saved: SavedState) -> list[ServerState]:

@@ -22,6 +22,8 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from proxy_core.poolconfig import DEFAULT_POOL
+
 JSON = dict[str, Any]
 
 # The seed's nginx config named its upstream block "websockets"; the check module reports it per row.
@@ -34,6 +36,14 @@ REFRESH_S = 3  # the HTML page reloads itself this often
 FORMATS = ("html", "json", "csv")
 STATES = ("up", "down", "draining", "disabled")
 METRIC_PREFIX = "wsproxy"
+
+
+def upstream(server: JSON, status: JSON) -> str:
+    """The server's pool, as nginx names an upstream block; a single unnamed pool keeps the seed's name."""
+    pool = server.get("pool")
+    if not pool or (pool == DEFAULT_POOL and len(status.get("pools") or ()) <= 1):
+        return UPSTREAM
+    return str(pool)
 
 
 def _health(server: JSON) -> JSON:
@@ -63,7 +73,7 @@ class Field:
 
 FIELDS: tuple[Field, ...] = (
     Field("index", "Index", lambda i, s, st: i, nginx=True),
-    Field("upstream", "Upstream", lambda i, s, st: UPSTREAM, nginx=True),
+    Field("upstream", "Upstream", lambda i, s, st: upstream(s, st), nginx=True),
     Field("name", "Name", lambda i, s, st: s["address"], nginx=True),
     Field(
         "status",
@@ -234,7 +244,19 @@ def render_html(status: JSON, only: str | None = None) -> str:
     engine = status.get("engine", {})
     head = "".join(f"<th>{html.escape(f.header)}</th>" for f in FIELDS)
     body = []
+    pools = {str(p.get("name")): p for p in status.get("pools") or ()}
+    if len(pools) > 1:  # grouped: the pool's line, then its servers (indexes stay the engine's)
+        order = list(pools)
+        selected = sorted(
+            selected, key=lambda r: order.index(r[1]["pool"]) if r[1].get("pool") in pools else len(order)
+        )
+    shown = None
     for index, server in selected:
+        if len(pools) > 1 and server.get("pool") != shown:
+            shown = server.get("pool")
+            body.append(
+                f'  <tr bgcolor="#E0E0E0"><th colspan="{len(FIELDS)}">{_pool_title(pools.get(str(shown)))}</th></tr>'
+            )
         cells = "".join(f"<td>{_html_cell(f.get(index, server, status))}</td>" for f in FIELDS)
         body.append(f"  <tr{_row_style(server)}>{cells}</tr>")
     title = "wsproxy upstream check status"
@@ -249,6 +271,15 @@ def render_html(status: JSON, only: str | None = None) -> str:
         f"up {_duration(float(engine.get('uptime_s') or 0))}</p>\n"
         '<table style="background-color:white" cellspacing="0" cellpadding="3" border="1">\n'
         f'  <tr bgcolor="#C0C0C0">{head}</tr>\n' + "\n".join(body) + "\n</table>\n</body>\n</html>\n"
+    )
+
+
+def _pool_title(pool: JSON | None) -> str:
+    if pool is None:
+        return "?"
+    return html.escape(
+        f"pool {pool.get('name')} ({pool.get('balance')}): {pool.get('up', 0)}/{pool.get('servers', 0)} up, "
+        f"{pool.get('active', 0)} active, {pool.get('total', 0)} total"
     )
 
 
@@ -340,7 +371,7 @@ def metric_families(status: JSON) -> list[Metric]:
                 [([], limits.get("refused", 0))])
     )  # fmt: skip
     servers = status.get("servers", [])
-    labels = ["server", "address"]
+    labels = ["pool", "server", "address"]
     for field in FIELDS:
         if field.metric is None:
             continue
@@ -348,15 +379,16 @@ def metric_families(status: JSON) -> list[Metric]:
         for index, server in enumerate(servers):
             raw = field.value(server) if field.value is not None else field.get(index, server, status)
             if raw is not None:
-                samples.append(([str(server["name"]), str(server["address"])], float(raw)))
+                samples.append((_server_labels(server), float(raw)))
         families.append(_family(_name(field.metric), field.kind, field.help, labels, samples))
     by_status = CounterMetricFamily(
         _name("server_handshake_statuses"), "handshake answers by HTTP status", labels=[*labels, "status"]
     )
     for server in servers:
         for code, count in server.get("handshake_statuses", {}).items():
-            by_status.add_metric([str(server["name"]), str(server["address"]), str(code)], float(count))
+            by_status.add_metric([*_server_labels(server), str(code)], float(count))
     families.append(by_status)
+    families.extend(pool_families(status))
     state = GaugeMetricFamily(
         _name("server_state"),
         "1 for the server's effective state (disabled > draining > health)",
@@ -364,10 +396,33 @@ def metric_families(status: JSON) -> list[Metric]:
     )
     for server in servers:
         for name in STATES:
-            state.add_metric(
-                [str(server["name"]), str(server["address"]), name], 1.0 if server["state"] == name else 0.0
-            )
+            state.add_metric([*_server_labels(server), name], 1.0 if server["state"] == name else 0.0)
     families.append(state)
+    return families
+
+
+def _server_labels(server: JSON) -> list[str]:
+    return [str(server.get("pool", DEFAULT_POOL)), str(server["name"]), str(server["address"])]
+
+
+def pool_families(status: JSON) -> list[Metric]:
+    """Per pool: servers up and connections; per route: matches; requests no route took, by answer."""
+    pools = status.get("pools") or []
+    families: list[Metric] = []
+    for key, metric, kind, text in (
+        ("up", "pool_servers_up", "gauge", "servers up and taking connections per pool"),
+        ("active", "pool_active_connections", "gauge", "open client connections per pool"),
+        ("total", "pool_connections", "counter", "client connections per pool (of its current servers)"),
+    ):
+        samples = [([str(pool["name"])], float(pool.get(key, 0))) for pool in pools]
+        families.append(_family(_name(metric), kind, text, ["pool"], samples))
+    routes = [([str(r["index"]), str(r["pool"])], float(r.get("matched", 0))) for r in status.get("routes") or []]
+    families.append(
+        _family(_name("route_matched"), "counter", "connections each route took", ["route", "pool"], routes)
+    )
+    unrouted = status.get("unrouted") or {}
+    samples = [([code], float(unrouted.get(key, 0))) for key, code in (("not_found", "404"), ("misdirected", "421"))]
+    families.append(_family(_name("unrouted"), "counter", "requests no route took, by answer", ["status"], samples))
     return families
 
 

@@ -12,11 +12,14 @@ from typing import TYPE_CHECKING, Any
 
 from proxy_core.accesslog import AccessLog
 from proxy_core.balancer import Balancer
+from proxy_core.clienthello import ClientHelloReader
 from proxy_core.config import EngineConfig
 from proxy_core.events import ConnectFailed, ConnectionClosed, EventBus, Handshake, OperatorAction
 from proxy_core.listener import Listener
+from proxy_core.pool import Pool
 from proxy_core.registry import LiveConnection, Registry, Server
 from proxy_core.relay import BackendSide, ClientSide, set_nodelay
+from proxy_core.routing import MISDIRECTED, Decision, ListenerPlan, Route, decide
 from proxy_core.sniffer import OVERSIZED, RequestSniffer, ResponseSniffer
 from proxy_core.spread import client_key, group_by_client, schedule_by_client
 
@@ -93,7 +96,10 @@ class Switchboard:
         self.access_log = access_log
         # Each client's address is kept from the start only where a record or the balancer needs it.
         self.keep_peer = (
-            config.handshake_log or config.balance == "ip_hash" or access_log is not None or config.limits.per_client
+            config.handshake_log
+            or any(pool.balance == "ip_hash" for pool in registry.pools.values())
+            or access_log is not None
+            or config.limits.per_client
         )
         self.admission: Admission | None = None  # per-client limits and accept pacing (proxy_core.intake)
         self.connections: dict[int, ClientSide] = {}
@@ -118,6 +124,12 @@ class Switchboard:
         self.paused_since: float | None = None
         self._last_cap_log = -CAP_LOG_INTERVAL_S
         self.cap_pauses = 0
+        # Several pools: the routes (first match wins), each listener's plan by bound address (none: connect at
+        # accept to the first pool, as a single pool does), matches per route, and requests refused 404 / 421.
+        self.routes: tuple[Route, ...] = ()
+        self.routing: dict[str, ListenerPlan] = {}
+        self.route_matched: list[int] = []
+        self.unrouted = {"not_found": 0, "misdirected": 0}
 
     # -- life of a connection -----------------------------------------------------------------
 
@@ -139,13 +151,59 @@ class Switchboard:
             counts[1] += 1
         if not self.config.tcp_nodelay and client.transport is not None:
             set_nodelay(client.transport, False)
-        if self.log_handshakes:
-            client.request = RequestSniffer()
+        plan = self.routing.get(client.listener) if self.routing else None
+        if plan is not None and plan.peek_sni:  # TLS passed through: its ClientHello names the site
+            client.request = ClientHelloReader()
+        if self.log_handshakes or (plan is not None and (plan.wait_head or plan.peek_sni)):
+            if client.request is None:
+                client.request = RequestSniffer()
             if self.head_deadline > 0:
                 self.awaiting_head[client.conn_id] = client
                 if self._head_sweep is None:
                     self._head_sweep = self._loop.call_later(self.head_sweep_step, self._sweep_heads)
+        if plan is not None:
+            if not plan.wait_head and not plan.peek_sni:  # routes on the listener or a terminated SNI: now
+                self.route(client, plan)
+            return  # else request_sniffed routes it
         client.connect_task = self._loop.create_task(self._connect(client))
+
+    def route(self, client: ClientSide, plan: ListenerPlan, sni: str | None = None) -> None:
+        """Pick the pool (routing.py) from the head parsed so far and the SNI, then connect or refuse."""
+        head = client.head
+        if sni is None and client.tls:
+            sni = client.tls.get("sni")
+        decision = decide(
+            self.routes,
+            plan.listener,
+            plan.default_pool,
+            host=head.host if head is not None else None,
+            path=head.path if head is not None else None,
+            sni=sni,
+            terminated=plan.terminated,
+        )
+        if decision.pool is None:
+            self._refuse(client, decision)
+            return
+        pool = self.registry.pools.get(decision.pool)
+        if pool is None:  # removed since the routes were read: as if no route
+            self._refuse(client, Decision(None, status=404, reason=f"pool {decision.pool} is gone"))
+            return
+        client.pool = pool
+        client.route = decision.route
+        if decision.route is not None:
+            self.route_matched[decision.route] += 1
+        client.connect_task = self._loop.create_task(self._connect(client))
+
+    def _refuse(self, client: ClientSide, decision: Decision) -> None:
+        """No route and no default pool: a short answer for HTTP (404, or 421), no backend touched."""
+        status = decision.status or 404
+        self.unrouted["misdirected" if status == MISDIRECTED else "not_found"] += 1
+        client.head_error = decision.reason
+        if client.transport is not None and client.head is not None:
+            client.transport.write(refusal(status, decision.reason))
+        if self.log_handshakes:
+            self._log_handshake(client, refused=status)
+        client.finish("proxy", f"{status}: {decision.reason}")
 
     def _sweep_heads(self) -> None:
         """Close clients whose request head is still incomplete at the head deadline (slowloris).
@@ -165,7 +223,12 @@ class Switchboard:
         if awaiting:
             self._head_sweep = self._loop.call_later(self.head_sweep_step, self._sweep_heads)
 
-    def pick(self, client_ip: str, tried: list[str]) -> Server | None:
+    def pick(self, client_ip: str, tried: list[str], pool: Pool | None = None) -> Server | None:
+        if pool is not None and pool is not self.registry.default:
+            eligible = pool.eligible
+            if pool.has_max_conns:
+                eligible = tuple(s for s in eligible if s.max_conns is None or s.active < s.max_conns)
+            return pool.balancer.pick(eligible, client_ip, tried)
         eligible = self.registry.eligible
         if self.registry.has_max_conns:
             eligible = tuple(s for s in eligible if s.max_conns is None or s.active < s.max_conns)
@@ -178,7 +241,7 @@ class Switchboard:
         last_reason = "no eligible server"
         timeout = self.config.timeouts.connect or None
         for attempt in range(1, self.config.retries + 2):
-            server = self.pick(client_ip, tried)
+            server = self.pick(client_ip, tried, client.pool)
             if server is None:
                 break
             tried.append(server.name)
@@ -242,10 +305,13 @@ class Switchboard:
 
     def _connect_failed(self, server: Server, client: ClientSide, reason: str, attempt: int) -> None:
         self.totals.connect_failures += 1
-        self.bus.publish(ConnectFailed(server=server.name, client=client.client, reason=reason, attempt=attempt))
+        self.bus.publish(
+            ConnectFailed(server=server.name, client=client.client, reason=reason, attempt=attempt, pool=server.pool)
+        )
         events = self.registry.record_connect_failure(server, reason, time.time())
         self.bus.publish_all(events)
-        if events and self.registry.check.type == "none":
+        pool = self.registry.pools.get(server.pool)
+        if events and pool is not None and pool.check.type == "none":
             self._loop.call_later(PASSIVE_RETRY_S, self._retry_passive, server.name)
 
     def _retry_passive(self, name: str) -> None:
@@ -263,9 +329,12 @@ class Switchboard:
         if self.log_handshakes and client.request is None and client.head is None:
             self._log_handshake(client)  # raw or malformed: nothing more to wait for
 
-    def request_sniffed(self, client: ClientSide, request: RequestSniffer) -> None:
+    def request_sniffed(self, client: ClientSide, request: RequestSniffer | ClientHelloReader) -> None:
         """The client's head is parsed (or known to be raw or bad): the head deadline is over."""
         self.awaiting_head.pop(client.conn_id, None)
+        if isinstance(request, ClientHelloReader):
+            self._hello_read(client, request)
+            return
         if request.state == "done" and request.head is not None:
             client.head = request.head
             client.kind = request.head.kind
@@ -283,6 +352,23 @@ class Switchboard:
                 client.finish("proxy", f"request {OVERSIZED}")
             elif client.server is not None:
                 self._log_handshake(client)
+        if client.connect_task is None and client.server is None and not client.closed and self.routing:
+            plan = self.routing.get(client.listener)
+            if plan is not None and plan.wait_head:  # waiting for this head to pick a pool
+                self.route(client, plan)
+                if not self.log_handshakes:
+                    client.head = None
+
+    def _hello_read(self, client: ClientSide, reader: ClientHelloReader) -> None:
+        """A passthrough's ClientHello is read (or is none): route on its SNI, relay the bytes untouched."""
+        plan = self.routing.get(client.listener)
+        if client.closed or plan is None:
+            return
+        client.kind = "raw"
+        if reader.state != "done":
+            client.head_error = f"no TLS ClientHello ({reader.error or 'not TLS'}): routed without a server name"
+        sni = reader.hello.sni if reader.hello is not None else None
+        self.route(client, plan, sni)
 
     def response_data(self, client: ClientSide, data: bytes) -> None:
         response = client.response
@@ -333,6 +419,7 @@ class Switchboard:
                         server=server.name,
                         ok=True,
                         detail=f"{server.name} has no connections left: safe to restart",
+                        pool=server.pool,
                     )
                 )
         if self.log_handshakes:
@@ -373,7 +460,7 @@ class Switchboard:
 
     # -- records --------------------------------------------------------------------------------
 
-    def _log_handshake(self, client: ClientSide) -> None:
+    def _log_handshake(self, client: ClientSide, refused: int | None = None) -> None:
         if client.logged:
             return
         client.logged = True
@@ -389,11 +476,13 @@ class Switchboard:
             conn=client.conn_id,
             client=client.client,
             listener=client.listener,
-            server=server.name if server else "-",
+            server=server.name if server else (None if refused else "-"),
             kind=client.kind,
             error=error,
             latency_ms=client.latency_ms,
             tls=client.tls,
+            pool=server.pool if server else None,
+            route=client.route,
         )
         if head is not None:
             event.method = head.method
@@ -404,6 +493,8 @@ class Switchboard:
             event.ws_version = head.ws_version
             event.ws_protocol = head.ws_protocol
             event.ws_extensions = head.ws_extensions
+        if refused is not None:
+            event.status = refused
         if reply is not None:
             event.status = reply.status
             if server is not None:
@@ -427,6 +518,8 @@ class Switchboard:
             bytes_out=client.bytes_out,
             closed_by=client.closed_by,
             reason=client.close_reason,
+            pool=client.server.pool if client.server else None,
+            route=client.route,
         )
         if publish:
             self.bus.publish(event)
@@ -526,6 +619,14 @@ def connect_error_text(exc: BaseException, timeout: float | None) -> str:
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror.lower()
     return str(exc) or type(exc).__name__
+
+
+def refusal(status: int, reason: str) -> bytes:
+    """The short answer to a request no route takes (the reason names the host, escaped by the caller's parse)."""
+    title = "Misdirected Request" if status == MISDIRECTED else "Not Found"
+    body = f"{status} {title}: {reason}\n".encode("ascii", "replace")
+    head = f"HTTP/1.1 {status} {title}\r\nContent-Type: text/plain\r\nContent-Length: {len(body)}\r\n"
+    return head.encode() + b"Connection: close\r\n\r\n" + body
 
 
 def access_record(client: ClientSide, event: ConnectionClosed) -> dict[str, Any]:

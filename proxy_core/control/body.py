@@ -185,9 +185,17 @@ def query_flag(query: Mapping[str, str], key: str) -> bool:
 
 
 def server_name(text: str) -> str:
-    """A server name from a URL path; the pattern excludes '/', '..' alone still names nothing on disk."""
-    if not NAME_PATTERN.fullmatch(text):  # fullmatch: the pattern's `$` would let "b1\n" through
-        raise BadRequest(f"invalid server name {quote_input(text)}: use 1-64 of A-Z a-z 0-9 _ . -")
+    """A server name (or POOL/NAME) from a URL path; the pattern excludes '/', '..' alone names nothing on disk."""
+    parts = text.split("/", 1)
+    bad = len(parts) == 2 and any(not part.strip(".") for part in parts)  # "../x" is no pool
+    if bad or not all(NAME_PATTERN.fullmatch(part) for part in parts):  # fullmatch: `$` would let "b1\n" in
+        raise BadRequest(f"invalid server name {quote_input(text)}: use 1-64 of A-Z a-z 0-9 _ . - (or POOL/NAME)")
+    return text
+
+
+def pool_name(text: str) -> str:
+    if not NAME_PATTERN.fullmatch(text):
+        raise BadRequest(f"invalid pool name {quote_input(text)}: use 1-64 of A-Z a-z 0-9 _ . -")
     return text
 
 

@@ -19,6 +19,7 @@ from proxy_core.control.body import (
     check_query,
     conn_id,
     parse_json,
+    pool_name,
     query_flag,
     query_int,
     server_name,
@@ -42,6 +43,7 @@ ADD_SPEC = {
     "address": Spec("string", required=True),
     "weight": Spec("integer"),
     "max_conns": Spec("integer", nullable=True),
+    "pool": Spec("string", nullable=True),
 }
 DRAIN_SPEC = {"deadline_s": Spec("number", nullable=True)}
 WEIGHT_SPEC = {"weight": Spec("integer", required=True)}
@@ -153,7 +155,9 @@ async def add_server(request: web.Request) -> web.Response:
     name = server_name(body["name"])
     engine = engine_of(request)
     where = address(body["address"])
-    server = await engine.add_server(name, where, body.get("weight", 1), body.get("max_conns"))
+    pool = body.get("pool")
+    pool = pool_name(pool) if pool is not None else None
+    server = await engine.add_server(name, where, body.get("weight", 1), body.get("max_conns"), pool)
     return answer(engine.server_dict(server), status=201)
 
 

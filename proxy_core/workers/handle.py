@@ -16,8 +16,8 @@ from proxy_core.workers.link import Link, Message
 class SyncedRegistry(Registry):
     """A registry that tells the supervisor after every change of state, weight or membership."""
 
-    def __init__(self, check: CheckConfig, on_change: Callable[[], None]) -> None:
-        super().__init__(check)
+    def __init__(self, check: CheckConfig, on_change: Callable[[], None], balance: str, pool: str) -> None:
+        super().__init__(check, balance, pool)
         self.on_change = on_change
 
     def refresh(self) -> None:

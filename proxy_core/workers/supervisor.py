@@ -55,7 +55,8 @@ class Supervisor(Engine):
     def __init__(self, config: EngineConfig, control_path: str | None = None) -> None:
         super().__init__(config, control_path)
         self.count: int = config.workers
-        self.registry = SyncedRegistry(config.check, self._pool_changed)
+        pool = self.registry.default
+        self.registry = SyncedRegistry(config.check, self._pool_changed, pool.balance, pool.name)
         self.workers: list[WorkerHandle | None] = [None] * self.count
         self.restarts = 0
         self._reserved: list[socket.socket] = []

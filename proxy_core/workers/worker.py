@@ -77,7 +77,7 @@ class Worker:
         self.index: int = hello["index"]
         self.count: int = hello["count"]
         # The replica never judges health itself: the supervisor's registry does, engine-wide.
-        self.registry = Registry(replace(self.config.check, type="none", max_fails=0))
+        self.registry = Registry(replace(self.config.check, type="none", max_fails=0), self.config.balance)
         self.bus = ForwardingBus(self.index, self.count)
         self.bus.link = link
         self.access_log: AccessLog | None = None

@@ -72,3 +72,46 @@ def test_labels_name_admin_state_and_never_checked() -> None:
     assert health_label(server("b1", admin="draining", progress="going down 2/5")) == "up (going down 2/5), draining"
     assert last_check(server("b1", health={}), NOW) == "never"
     assert describe(server("b1")) == "b1 127.0.0.1:8001: up, weight 1, 3 active"
+
+
+def test_status_groups_servers_by_pool_with_totals_and_lists_routes() -> None:
+    """With several pools each pool's line (balance, up, totals, default for) heads its servers; routes follow."""
+    status = {
+        "engine": {"version": "0.1", "pid": 42, "uptime_s": 5, "balance": "round_robin", "check": {}},
+        "listeners": [{"address": "127.0.0.1:8000"}],
+        "totals": {},
+        "servers": [server("chat/n1", pool="chat"), server("api/n1", pool="api"), server("chat/n2", pool="chat")],
+        "pools": [
+            {"name": "chat", "balance": "least_conn", "servers": 2, "up": 2, "active": 6, "total": 20,
+             "default_for": []},
+            {"name": "api", "balance": "round_robin", "servers": 1, "up": 1, "active": 3, "total": 10,
+             "default_for": ["127.0.0.1:8000"]},
+            {"name": "spare", "balance": "round_robin", "servers": 0, "up": 0, "active": 0, "total": 0,
+             "default_for": []},
+        ],
+        "routes": [{"index": 0, "listener": None, "host": "chat.example.com", "path_prefix": None, "sni": None,
+                    "pool": "chat", "matched": 20}],
+        "unrouted": {"not_found": 4, "misdirected": 1},
+    }  # fmt: skip
+    lines = format_status(status, NOW).splitlines()[3:]
+    assert lines[0].startswith("NAME") and lines[7] == ""
+    assert lines[1] == "pool chat (least_conn): 2/2 up, 6 active, 20 total"
+    assert lines[4] == "pool api (round_robin): 1/1 up, 3 active, 10 total; default for 127.0.0.1:8000"
+    assert [lines[i].split()[0] for i in (2, 3, 5)] == ["chat/n1", "chat/n2", "api/n1"]
+    assert lines[6] == "pool spare (round_robin): 0/0 up, 0 active, 0 total"
+    assert lines[8:] == [
+        "routes (first match wins):",
+        "  0: host chat.example.com -> chat, 20 matched",
+        "unrouted: 4 not found (404), 1 misdirected (421)",
+    ]
+
+
+def test_one_pool_prints_no_pool_line() -> None:
+    """A single pool's status reads exactly as before: no pool line, no routes."""
+    status = {
+        "engine": {"version": "0.1", "pid": 1, "uptime_s": 1, "balance": "round_robin", "check": {}},
+        "listeners": [], "totals": {}, "servers": [server("b1", pool="default")],
+        "pools": [{"name": "default", "balance": "round_robin", "servers": 1, "up": 1}], "routes": [],
+    }  # fmt: skip
+    lines = format_status(status, NOW).splitlines()
+    assert len(lines) == 5 and lines[4].startswith("b1 ")

@@ -6,7 +6,16 @@ import pytest
 
 from proxy_core.errors import BadRequest, NotFound
 from proxy_core.naming import qualified, resolve
-from proxy_core.routing import MISDIRECTED, NOT_FOUND, Route, decide, host_name, name_matches, path_matches
+from proxy_core.routing import (
+    MISDIRECTED,
+    NOT_FOUND,
+    Route,
+    decide,
+    host_name,
+    name_matches,
+    path_matches,
+    plan_listener,
+)
 
 ROUTES = [
     Route("chat", host="chat.example.com"),
@@ -148,3 +157,23 @@ def test_unknown_names(text: str, message: str) -> None:
     with pytest.raises(NotFound, match=message):
         resolve(text, POOLS)
     assert qualified("chat", "n1") == "chat/n1"
+
+
+@pytest.mark.parametrize(
+    ("routes", "listener", "default", "tls", "plan"),
+    [
+        ([], "127.0.0.1:8000", "default", False, None),  # one pool, no routes: today's path
+        ([], "127.0.0.1:8000", "api", False, (False, False)),  # a default other than the first pool
+        ([Route("chat", host="chat.example.com")], "127.0.0.1:8000", "api", False, (True, False)),
+        ([Route("chat", path_prefix="/c")], "127.0.0.1:8000", None, False, (True, False)),
+        ([Route("t", sni="*.t.example")], "127.0.0.1:8443", "default", False, (False, True)),
+        ([Route("t", sni="*.t.example")], "127.0.0.1:8443", "default", True, (False, False)),
+        ([Route("chat", host="c", listener="127.0.0.1:9")], "127.0.0.1:8000", "default", False, None),
+    ],
+)
+def test_listener_plans(
+    routes: list[Route], listener: str, default: str | None, tls: bool, plan: tuple[bool, bool] | None
+) -> None:
+    """Only a listener with Host/path routes waits for the head; a passthrough one with SNI routes peeks."""
+    result = plan_listener(routes, listener, default, "default", tls)
+    assert (None if result is None else (result.wait_head, result.peek_sni)) == plan

@@ -151,3 +151,51 @@ def test_every_metric_field_is_in_the_table() -> None:
     names = {f"wsproxy_{f.metric}" for f in stats.FIELDS if f.metric}
     families = {f.name for f in text_string_to_metric_families(stats.render_metrics(snapshot()).decode())}
     assert names <= families
+
+
+def two_pools() -> dict[str, Any]:
+    """The snapshot's servers split into pools chat (b1, b2) and api (b3, b4), with one route and refusals."""
+    status = snapshot()
+    for server in status["servers"]:
+        server["pool"] = "chat" if server["name"] in ("b1", "b2") else "api"
+    status["pools"] = [
+        {"name": "chat", "balance": "round_robin", "servers": 2, "up": 1, "active": 2, "total": 9, "default_for": []},
+        {"name": "api", "balance": "least_conn", "servers": 2, "up": 0, "active": 0, "total": 0, "default_for": []},
+    ]
+    status["routes"] = [{"index": 0, "listener": None, "host": "chat.example.com", "path_prefix": None, "sni": None,
+                         "pool": "chat", "matched": 9}]  # fmt: skip
+    status["unrouted"] = {"not_found": 3, "misdirected": 1}
+    return status
+
+
+def test_upstream_is_the_pool_or_the_seeds_name() -> None:
+    """nginx's upstream field names the pool; one pool named default keeps `websockets`, a named one its name."""
+    data = json.loads(stats.render_json(two_pools()))
+    assert [row["upstream"] for row in data["servers"]["server"]] == ["chat", "chat", "api", "api"]
+    single = snapshot()
+    single["pools"] = [{"name": "default"}]
+    assert {row[1] for row in csv.reader(io.StringIO(stats.render_csv(single)))} == {"websockets"}
+    for server in single["servers"]:
+        server["pool"] = "chat"
+    assert {row[1] for row in csv.reader(io.StringIO(stats.render_csv(single)))} == {"chat"}
+
+
+def test_html_groups_servers_under_their_pool() -> None:
+    """The HTML page heads each pool's rows with its line; the engine's indexes are kept."""
+    page = stats.render_html(two_pools())
+    chat, api = page.index("pool chat (round_robin): 1/2 up"), page.index("pool api (least_conn): 0/2 up")
+    assert chat < page.index("127.0.0.1:8002") < api < page.index("127.0.0.1:8004")
+
+
+def test_metrics_are_labelled_with_the_pool_and_count_routes() -> None:
+    """Every server series has a pool label; pools, routes and unrouted requests have series of their own."""
+    families = {f.name: f for f in text_string_to_metric_families(stats.render_metrics(two_pools()).decode())}
+    active = {s.labels["server"]: s.labels["pool"] for s in families["wsproxy_server_active_connections"].samples}
+    assert active == {"b1": "chat", "b2": "chat", "b3": "api", "b4": "api"}
+    up = {s.labels["pool"]: s.value for s in families["wsproxy_pool_servers_up"].samples}
+    assert up == {"chat": 1.0, "api": 0.0}
+    assert [(s.labels, s.value) for s in families["wsproxy_route_matched"].samples] == [
+        ({"route": "0", "pool": "chat"}, 9.0)
+    ]
+    unrouted = {s.labels["status"]: s.value for s in families["wsproxy_unrouted"].samples}
+    assert unrouted == {"404": 3.0, "421": 1.0}
