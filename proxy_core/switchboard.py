@@ -314,13 +314,15 @@ class Switchboard:
         if not response.feed(data):
             return
         client.response = None
+        latency = None
         if client.first_byte_at:
-            client.latency_ms = round((time.perf_counter() - client.first_byte_at) * 1000, 3)
+            latency = round((time.perf_counter() - client.first_byte_at) * 1000, 3)
+            client.first_byte_at = 0.0  # the constant: held WebSockets keep no float of their own
         if response.head is not None:
             client.reply = response.head
         else:
             client.head_error = response.error or "malformed response head"
-        self._log_handshake(client)
+        self._log_handshake(client, latency)
 
     def half_closed(self, client: ClientSide) -> None:
         timeout = self.config.timeouts.half_close
@@ -360,7 +362,7 @@ class Switchboard:
                     )
                 )
         if self.log_handshakes:
-            if not client.logged and (client.bytes_in or client.head_error or client.head):
+            if client.handshake is None and (client.bytes_in or client.head_error or client.head):
                 self._log_handshake(client)
             self._log_close(client)
         elif self.access_log is not None:
@@ -397,10 +399,9 @@ class Switchboard:
 
     # -- records --------------------------------------------------------------------------------
 
-    def _log_handshake(self, client: ClientSide) -> None:
-        if client.logged:
+    def _log_handshake(self, client: ClientSide, latency_ms: float | None = None) -> None:
+        if client.handshake is not None:
             return
-        client.logged = True
         self.totals.handshakes += 1
         server = client.server
         if server is not None:
@@ -419,7 +420,7 @@ class Switchboard:
                 server=server.name if server else "-",
                 kind=client.kind,
                 error=error,
-                latency_ms=client.latency_ms,
+                latency_ms=latency_ms,
                 tls=client.tls,
             )
         else:
@@ -438,7 +439,7 @@ class Switchboard:
                 ws_protocol=head.ws_protocol,
                 ws_extensions=head.ws_extensions,
                 error=error,
-                latency_ms=client.latency_ms,
+                latency_ms=latency_ms,
                 tls=client.tls,
             )
         if reply is not None:
@@ -447,11 +448,11 @@ class Switchboard:
                 server.statuses[reply.status] = server.statuses.get(reply.status, 0) + 1
             event.reason = reply.reason
             event.subprotocol = reply.subprotocol
-        self.bus.publish(event)
         # The record holds what the close record and access log need: the parsed heads can go (held
         # WebSockets keep ~170 bytes less each).
         client.handshake = event
         client.head = client.reply = None
+        self.bus.publish(event)
 
     def _log_close(self, client: ClientSide, publish: bool = True) -> None:
         server = client.server.name if client.server else None
@@ -590,7 +591,7 @@ def access_record(client: ClientSide, event: ConnectionClosed, conn: int) -> dic
             record["host"] = handshake.host
         if handshake.status is not None:
             record["status"] = handshake.status
-    record["latency_ms"] = client.latency_ms
+    record["latency_ms"] = handshake.latency_ms if handshake is not None else None
     if client.tls is not None:
         record["tls"] = client.tls
     return record
