@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
@@ -22,21 +22,25 @@ class Event:
     ts: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        data: dict[str, Any] = {"type": self.type}
-        for name in _field_names(type(self)):
-            data[name] = getattr(self, name)
-        return data
+        """The event as JSON-ready data: `type` first, then every field in declaration order."""
+        encode = _ENCODERS.get(type(self))
+        if encode is None:
+            encode = _ENCODERS[type(self)] = _make_encoder(type(self))
+        return encode(self)
 
 
-_FIELD_CACHE: dict[type, tuple[str, ...]] = {}
+# Per event class, a function returning its dict from one dict display, made once from its fields (as
+# dataclasses makes __init__): measured 1.6 µs for a handshake against 2.7 µs for a getattr loop, and
+# two to three events per proxied connection are encoded (event stream, access log, /v1/events).
+_ENCODERS: dict[type, Callable[[Any], dict[str, Any]]] = {}
 
 
-def _field_names(cls: type) -> tuple[str, ...]:
-    names = _FIELD_CACHE.get(cls)
-    if names is None:
-        names = tuple(f.name for f in fields(cls))
-        _FIELD_CACHE[cls] = names
-    return names
+def _make_encoder(cls: type[Event]) -> Callable[[Any], dict[str, Any]]:
+    items = ", ".join(f"{name!r}: self.{name}" for name in (f.name for f in fields(cls)))
+    namespace: dict[str, Any] = {}
+    exec(f"def to_dict(self):\n    return {{'type': {cls.type!r}, {items}}}\n", namespace)
+    encoder: Callable[[Any], dict[str, Any]] = namespace["to_dict"]
+    return encoder
 
 
 @dataclass(slots=True, kw_only=True)

@@ -63,9 +63,7 @@ class ClientSide(asyncio.Protocol):
         "idle_since",
         "in_at_answer",
         "kind",
-        "latency_ms",
         "listener",
-        "logged",
         "path",
         "pool",
         "reply",
@@ -112,10 +110,9 @@ class ClientSide(asyncio.Protocol):
         self.in_at_answer = 0
         self.head: RequestHead | None = None
         self.reply: ResponseHead | None = None
-        self.handshake: Handshake | None = None  # the handshake record, once logged
+        # The handshake record once logged (its latency too): the close record and the access line read it.
+        self.handshake: Handshake | None = None
         self.head_error: str | None = None
-        self.latency_ms: float | None = None
-        self.logged = False
 
     # -- client events ----------------------------------------------------------------------
 

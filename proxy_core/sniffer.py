@@ -107,7 +107,6 @@ _TOKEN_CLASS = rb"[-!#$%&'*+.^_`|~0-9A-Za-z]"
 _STRICT_FIELDS = rb"((?:" + _TOKEN_CLASS + rb"+:[\t\x20-\x7e]*\r\n)*)\r\n"
 _STRICT_REQUEST = re.compile(rb"(" + _TOKEN_CLASS + rb"+) ([\x21-\x7e]+) HTTP/1\.[01]\r\n" + _STRICT_FIELDS)
 _STRICT_RESPONSE = re.compile(rb"HTTP/1\.[01] ([1-5][0-9][0-9]) ([\t\x20-\x7e]*)\r\n" + _STRICT_FIELDS)
-_STRICT_FIELD = re.compile(rb"(" + _TOKEN_CLASS + rb"+):([\t\x20-\x7e]*)\r\n")
 # Off in tests that must reach llhttp or the reference parsers.
 STRICT_FAST_PATH = True
 # The header fields a record reads, by lower-case name.
@@ -126,6 +125,11 @@ _READ_FIELDS = {
         "transfer-encoding",  # never shown: see _llhttp_read
     )
 }
+# The strict path's field names: those a record reads, and body framing (None), which sends a request to the
+# parsers that judge it.
+_STRICT_NAMES: dict[bytes, str | None] = {**_READ_FIELDS, b"transfer-encoding": None, b"content-length": None}
+# A response's subprotocol lines inside the strict grammar, found in C from the line end before the first field.
+_STRICT_SUBPROTOCOL = re.compile(rb"\nsec-websocket-protocol:([\t\x20-\x7e]*)\r", re.IGNORECASE)
 
 # h11 reads a response only while a request is in flight; an upgrade one makes a 101 legal.
 _PROBE_REQUEST = h11.Request(
@@ -173,7 +177,7 @@ class RequestSniffer:
         self.state: SniffState = "pending"
         self.head: RequestHead | None = None
         self.error: str | None = None
-        self._buf = bytearray()
+        self._buf: bytes | bytearray = b""  # a bytearray only once a head spans chunks (rare)
         self._line_ok = False  # the request line passed the pre-check
         self._scan = 0  # where the next search for a line end may start
 
@@ -211,13 +215,13 @@ class RequestSniffer:
             self.error = OVERSIZED
             return self._finish("error")
         if buf is not self._buf:
-            self._buf += buf
+            self._buf = bytearray(buf)
         self._scan = scan
         return False
 
     def _finish(self, state: SniffState) -> bool:
         self.state = state
-        self._buf = bytearray()
+        self._buf = b""
         return True
 
 
@@ -230,7 +234,7 @@ class ResponseSniffer:
         self.state: SniffState = "pending"
         self.head: ResponseHead | None = None
         self.error: str | None = None
-        self._buf = bytearray()
+        self._buf: bytes | bytearray = b""
         self._scan = 0
 
     def feed(self, data: bytes) -> bool:
@@ -250,7 +254,7 @@ class ResponseSniffer:
                 self.error = OVERSIZED
                 return self._finish("error")
             if buf is not self._buf:
-                self._buf += buf
+                self._buf = bytearray(buf)
             self._scan = max(len(buf) - 2, 0)
             return False
         try:
@@ -262,7 +266,7 @@ class ResponseSniffer:
 
     def _finish(self, state: SniffState) -> bool:
         self.state = state
-        self._buf = bytearray()
+        self._buf = b""
         return True
 
 
@@ -296,20 +300,22 @@ def _strict_request(head: bytes) -> RequestHead | None:
 
     CRLF line ends, a token method, one space either side of a visible-ASCII target, HTTP/1.0 or 1.1,
     ``token: printable ASCII`` field lines, no body framing (Content-Length or Transfer-Encoding go to
-    the parsers that judge them). Two C regex passes and a loop over the fields: a third of llhttp's cost.
+    the parsers that judge them). Two C regex passes (the second finds only the fields a record reads) and a
+    loop over those: a third of llhttp's cost.
     """
     match = _STRICT_REQUEST.fullmatch(head)
     if match is None:
         return None
     fields: dict[str, list[str]] = {}
-    for raw_name, raw_value in _STRICT_FIELD.findall(head, match.start(3)):
-        name = _READ_FIELDS.get(raw_name.lower())
-        if name is None:
-            if raw_name.lower() == b"content-length":
+    # Inside the grammar a field line is `token:value` and holds no CR or LF: splitting at CRLF then at the first
+    # colon reads what the regex did, in C (measured 2.4 against 2.9 µs for 5 fields, 7.1 against 11.2 for 14).
+    for line in head[match.start(3) : match.end(3) - 2].split(b"\r\n") if match.end(3) > match.start(3) else ():
+        raw_name, _, raw_value = line.partition(b":")
+        name = _STRICT_NAMES.get(raw_name.lower(), "")
+        if not name:
+            if name is None:  # Content-Length or Transfer-Encoding
                 return None
             continue
-        if name == "transfer-encoding":
-            return None
         value = raw_value.strip(b" \t").decode("ascii")
         values = fields.get(name)
         if values is None:
@@ -328,14 +334,7 @@ def _strict_response(head: bytes) -> ResponseHead | None:
     match = _STRICT_RESPONSE.fullmatch(head)
     if match is None:
         return None
-    subprotocol: list[str] | None = None
-    for raw_name, raw_value in _STRICT_FIELD.findall(head, match.start(3)):
-        if raw_name.lower() == b"sec-websocket-protocol":
-            value = raw_value.strip(b" \t").decode("ascii")
-            if subprotocol is None:
-                subprotocol = [value]
-            else:
-                subprotocol.append(value)
+    subprotocol = [v.strip(b" \t").decode("ascii") for v in _STRICT_SUBPROTOCOL.findall(head, match.start(3) - 1)]
     return _response_head(int(match.group(1)), _clean(match.group(2).decode("ascii")), _joined(subprotocol))
 
 
@@ -369,18 +368,28 @@ def _request_head(method: str, path: str, get: _GetAll) -> RequestHead:
         "websocket" if websocket else "http",
         sys.intern(_clean(method)),
         _clean(path),  # often unique (query strings): not shared
-        _shared(_joined(get("host", None))),
-        _shared(_joined(get("origin", None))),
-        _shared(_joined(get("user-agent", None))),
-        _shared(_joined(get("sec-websocket-version", None))),
-        _shared(_joined(get("sec-websocket-protocol", None))),
-        _shared(_joined(get("sec-websocket-extensions", None))),
+        _shared_joined(get("host", None)),
+        _shared_joined(get("origin", None)),
+        _shared_joined(get("user-agent", None)),
+        _shared_joined(get("sec-websocket-version", None)),
+        _shared_joined(get("sec-websocket-protocol", None)),
+        _shared_joined(get("sec-websocket-extensions", None)),
         get("sec-websocket-key", None) is not None,
     )
 
 
 def _response_head(status: int, reason: str, subprotocol: str | None) -> ResponseHead:
     return ResponseHead(status, sys.intern(reason), _shared(subprotocol))
+
+
+def _shared_joined(values: list[str] | None) -> str | None:
+    """_shared(_joined(values)) in one call: six per request head."""
+    if not values:
+        return None
+    text = values[0] if len(values) == 1 else ", ".join(values)
+    if len(text) > MAX_VALUE_CHARS or not text.isprintable():
+        text = _clean(text)
+    return sys.intern(text)
 
 
 def _shared(text: str | None) -> str | None:

@@ -98,6 +98,73 @@ async def test_all_refuse_closes_client_within_connect_timeout(start_engine: Eng
     assert all(s["state"] == "down" and s["connect_failures"] == 2 for s in servers)
 
 
+async def test_connect_that_hangs_times_out_and_the_next_server_takes_the_client(start_engine: EngineFactory) -> None:
+    """A server whose accept queue is full (SYNs dropped): the attempt times out at the connect timeout, within
+    the sweep's step, and the client is relayed by the next server."""
+    full = socket.socket()
+    filler: list[socket.socket] = []
+    backend = await TcpServer(echo, "ok").start()
+    try:
+        full.bind(("127.0.0.1", 0))
+        full.listen(0)  # never accepted: one connection fills the queue, the kernel drops further SYNs
+        for _ in range(3):
+            sock = socket.socket()
+            sock.setblocking(False)
+            sock.connect_ex(full.getsockname())
+            filler.append(sock)
+        engine = await start_engine(
+            "--backend", f"hang=127.0.0.1:{full.getsockname()[1]}", "--backend", backend.flag,
+            "--check", "none", "--connect-timeout", "0.3", "--retries", "1",
+        )  # fmt: skip
+        for _ in range(2):  # round robin: one of the two starts on the hanging server
+            start = time.monotonic()
+            reader, writer = await asyncio.open_connection("127.0.0.1", engine.port)
+            writer.write(b"ping")
+            assert await asyncio.wait_for(read_exactly(reader, 4), unit(3)) == b"ping"
+            elapsed = time.monotonic() - start
+            writer.close()
+        failures = await events_of(engine, "connect_failed")
+        assert [(e["server"], e["reason"]) for e in failures] == [("hang", "timeout after 300 ms")]
+        assert (await row(engine, "hang"))["connect_failures"] == 1
+        assert elapsed < unit(2)
+    finally:
+        for sock in filler:
+            sock.close()
+        full.close()
+        await backend.stop()
+
+
+async def test_connect_timeout_is_kept_to_within_the_sweep_step(start_engine: EngineFactory) -> None:
+    """With every server hanging, the client is closed after the attempts' timeouts: not before the first
+    deadline, and not much after the last one (one sweep, at most CONNECT_SWEEP_MAX_S late)."""
+    full = socket.socket()
+    filler: list[socket.socket] = []
+    try:
+        full.bind(("127.0.0.1", 0))
+        full.listen(0)
+        for _ in range(3):
+            sock = socket.socket()
+            sock.setblocking(False)
+            sock.connect_ex(full.getsockname())
+            filler.append(sock)
+        engine = await start_engine(
+            "--backend", f"hang=127.0.0.1:{full.getsockname()[1]}",
+            "--check", "none", "--connect-timeout", "0.4", "--retries", "0",
+        )  # fmt: skip
+        start = time.monotonic()
+        reader, writer = await asyncio.open_connection("127.0.0.1", engine.port)
+        assert await asyncio.wait_for(reader.read(), unit(3)) == b""
+        elapsed = time.monotonic() - start
+        writer.close()
+        assert 0.4 <= elapsed < 0.4 + 0.1 + unit(0.4)  # the step, plus loopback and scheduling slack
+        failures = await events_of(engine, "connect_failed")
+        assert [e["reason"] for e in failures] == ["timeout after 400 ms"]
+    finally:
+        for sock in filler:
+            sock.close()
+        full.close()
+
+
 async def test_silent_backend_marked_down_and_waiting_client_closed(start_engine: EngineFactory) -> None:
     """A backend that accepts and never answers: the http check times out and marks it down; the idle timeout
     closes a client left waiting on it."""

@@ -3,8 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import fields
 
-from proxy_core.events import EventBus, Gap, OperatorAction
+import orjson
+import pytest
+
+from proxy_core.events import (
+    ConnectFailed,
+    ConnectionClosed,
+    Event,
+    EventBus,
+    Gap,
+    Handshake,
+    OperatorAction,
+    StateChanged,
+)
 
 
 def action(i: int) -> OperatorAction:
@@ -55,3 +68,45 @@ async def test_subscriber_wakes_on_publish() -> None:
     bus.publish(action(1))
     batch = await asyncio.wait_for(waiter, 5)
     assert [e.seq for e in batch] == [1]
+
+
+EVERY_KIND: list[Event] = [
+    StateChanged(server="b1", old="up", new="down", reason="timeout", seq=7, ts=1.5),
+    OperatorAction(action="drain", server=None, ok=False, detail="x\ny", seq=8, ts=2.0),
+    Handshake(
+        conn=3,
+        client="127.0.0.1:1",
+        listener="127.0.0.1:8000",
+        server="b1",
+        kind="websocket",
+        method="GET",
+        path='/ws?a="b"',
+        host="h",
+        status=101,
+        reason="Switching Protocols",
+        latency_ms=0.25,
+        tls={"version": "TLSv1.3", "cipher": "X", "sni": None},
+    ),
+    Handshake(conn=4, client="?", listener="l", server="-", kind="raw", error="malformed request head"),
+    ConnectionClosed(
+        conn=3,
+        client="127.0.0.1:1",
+        server=None,
+        kind="http",
+        duration_s=0.5,
+        bytes_in=10,
+        bytes_out=20,
+        closed_by="client",
+        reason="client EOF",
+    ),
+    ConnectFailed(server="b2", client="127.0.0.1:2", reason="connection refused", attempt=2),
+    Gap(missed=5, seq=9, ts=3.0),
+]
+
+
+@pytest.mark.parametrize("event", EVERY_KIND, ids=lambda e: e.type)
+def test_to_dict_is_type_then_every_field_in_order(event: Event) -> None:
+    """The generated encoder gives `type` first, then each field in declaration order, values as they are."""
+    expected = {"type": event.type, **{f.name: getattr(event, f.name) for f in fields(event)}}
+    assert list(event.to_dict()) == list(expected)
+    assert orjson.dumps(event.to_dict()) == orjson.dumps(expected)
