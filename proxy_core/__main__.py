@@ -2,6 +2,6 @@
 
 import sys
 
-from proxy_core.cli import main
+from proxy_core.cli.main import main
 
 sys.exit(main())

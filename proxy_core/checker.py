@@ -20,9 +20,9 @@ from websockets.exceptions import InvalidHandshake, InvalidMessage, InvalidStatu
 
 from proxy_core import __version__
 from proxy_core.checkspec import CheckConfig
+from proxy_core.datapath.upstream import UpstreamEdge
 from proxy_core.health import CheckResult
 from proxy_core.resolver import RESOLVE_TIMEOUT_S, Unresolvable, is_ip, resolve
-from proxy_core.upstream import UpstreamEdge
 
 logger = logging.getLogger(__name__)
 

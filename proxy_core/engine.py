@@ -12,26 +12,26 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from proxy_core import __version__, statefile
-from proxy_core.accesslog import AccessLog
 from proxy_core.balancer import Balancer
 from proxy_core.checker import CheckRunner
 from proxy_core.cluster import rebalancing
 from proxy_core.cluster.changes import FleetChanges, parse_add
 from proxy_core.config import EngineConfig, ServerConfig, format_address
-from proxy_core.edge import Edge, open_listener
+from proxy_core.datapath.accesslog import AccessLog
+from proxy_core.datapath.edge import Edge, open_listener
+from proxy_core.datapath.listener import Listener
+from proxy_core.datapath.switchboard import Switchboard
+from proxy_core.datapath.tls import CertProblem
+from proxy_core.datapath.upstream import UpstreamEdge
 from proxy_core.errors import BadRequest, ConfigError, Conflict, NotFound, StateNotSaved, WsproxyError
 from proxy_core.events import EventBus, OperatorAction
 from proxy_core.health import CheckResult
-from proxy_core.listener import Listener
 from proxy_core.poolconfig import PoolConfig, pools_of
 from proxy_core.rates import RateHistory
 from proxy_core.rebalancer import Rebalancer
 from proxy_core.registry import Registry, Server
 from proxy_core.resolver import Unresolvable, resolve
 from proxy_core.routing import ListenerPlan, plan_listener
-from proxy_core.switchboard import Switchboard
-from proxy_core.tls import CertProblem
-from proxy_core.upstream import UpstreamEdge
 
 if TYPE_CHECKING:
     from proxy_core.cluster.store import Cluster

@@ -16,12 +16,12 @@ from typing import Any
 
 from proxy_core.balancer import Balancer
 from proxy_core.config import RebalanceConfig
+from proxy_core.datapath.switchboard import Switchboard, finish_all
 from proxy_core.errors import Conflict, WsproxyError
 from proxy_core.events import EventBus, OperatorAction
 from proxy_core.rebalance import Candidate, Move, Placed, Plan, Target, default_rate, impact, plan, plan_share
 from proxy_core.registry import LiveConnection, Registry, Server
 from proxy_core.spread import client_key
-from proxy_core.switchboard import Switchboard, finish_all
 
 TICK_S = 0.1  # moves are made on this tick; a second's moves are spread over ten ticks
 SETTLE_S = 1.0  # after a round, moved clients reconnect before the next plan is made

@@ -96,7 +96,7 @@ class Server:
         self.drain_active_at_start = 0
         self.removed = False
         self.added = now
-        self.edge: Any = None  # proxy_core.upstream.UpstreamEdge for servers with send_proxy or tls
+        self.edge: Any = None  # proxy_core.datapath.upstream.UpstreamEdge for servers with send_proxy or tls
         self.statuses: dict[int, int] = {}  # handshake answers by HTTP status (101, 403, ...)
 
     @property

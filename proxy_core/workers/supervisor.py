@@ -20,9 +20,11 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import replace
 from typing import Any, TypeVar
 
-from proxy_core.accesslog import AccessLog
 from proxy_core.balancer import Balancer
 from proxy_core.config import EngineConfig, format_address
+from proxy_core.datapath.accesslog import AccessLog
+from proxy_core.datapath.switchboard import PASSIVE_RETRY_S
+from proxy_core.datapath.tls import check_certificates
 from proxy_core.edgeconfig import ListenerConfig
 from proxy_core.engine import Engine
 from proxy_core.errors import ConfigError, NotFound
@@ -30,8 +32,6 @@ from proxy_core.events import ConnectFailed, ConnectionClosed, Event, Handshake,
 from proxy_core.rebalancer import Rebalancer
 from proxy_core.registry import Server
 from proxy_core.spread import client_key, even_offsets
-from proxy_core.switchboard import PASSIVE_RETRY_S
-from proxy_core.tls import check_certificates
 from proxy_core.workers.aggregate import COUNTERS, Sums
 from proxy_core.workers.handle import SyncedRegistry, WorkerHandle, exit_cause
 from proxy_core.workers.link import Link, Message

@@ -19,16 +19,16 @@ import time
 from dataclasses import replace
 from typing import Any, cast
 
-from proxy_core.accesslog import AccessLog
 from proxy_core.balancer import BalancePolicy, make_balancer
 from proxy_core.config import EngineConfig, ServerConfig
-from proxy_core.edge import Edge, open_listener
+from proxy_core.datapath.accesslog import AccessLog
+from proxy_core.datapath.edge import Edge, open_listener
+from proxy_core.datapath.listener import Listener
+from proxy_core.datapath.switchboard import Switchboard
 from proxy_core.engine import server_edge
 from proxy_core.events import ConnectFailed, ConnectionClosed, Event, EventBus, Handshake
-from proxy_core.listener import Listener
 from proxy_core.loop import run
 from proxy_core.registry import Registry
-from proxy_core.switchboard import Switchboard
 from proxy_core.workers.link import Link, Message
 
 REPORT_INTERVAL_S = 0.25

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from proxy_core.cli import build_parser
+from proxy_core.cli.main import build_parser
 from proxy_core.config import EngineConfig, load_file, parse_config
 from proxy_core.flags import build_config
 from tests.conftest import ROOT, unit

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from proxy_core.sniffer import HEAD_LIMIT
+from proxy_core.datapath.sniffer import HEAD_LIMIT
 from tests.conftest import EngineFactory, EngineProc, child_env, unit, wait_until
 from tests.integration.tcp_peers import TcpServer, cpu_seconds, echo, read_exactly, rss_kib
 

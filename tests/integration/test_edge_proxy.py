@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from websockets.asyncio.client import connect
 
-from proxy_core.proxyproto import ProxyHeaderParser, build_v1, build_v2
+from proxy_core.datapath.proxyproto import ProxyHeaderParser, build_v1, build_v2
 from tests.conftest import EngineFactory, EngineProc, unit, wait_until
 from tests.integration.tcp_peers import TcpServer, echo
 

@@ -14,7 +14,7 @@ import pytest
 import trustme
 from websockets.asyncio.client import connect
 
-from proxy_core.proxyproto import build_v1, build_v2
+from proxy_core.datapath.proxyproto import build_v1, build_v2
 from tests.conftest import EngineFactory, EngineProc, unit, wait_until
 from tests.integration.test_edge_proxy import ALLOWED, _socket_from
 

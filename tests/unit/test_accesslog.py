@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from proxy_core import accesslog
-from proxy_core.accesslog import AccessLog
+from proxy_core.datapath import accesslog
+from proxy_core.datapath.accesslog import AccessLog
 
 
 def record(i: int) -> dict[str, Any]:

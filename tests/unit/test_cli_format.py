@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from proxy_core.cli_format import clean, describe, format_event, format_status, health_label, last_check
+from proxy_core.cli.format import clean, describe, format_event, format_status, health_label, last_check
 
 NOW = 1_000_000.0
 

@@ -8,7 +8,7 @@ import ssl
 
 import pytest
 
-from proxy_core.clienthello import ClientHelloReader, HelloError, parse_client_hello
+from proxy_core.datapath.clienthello import ClientHelloReader, HelloError, parse_client_hello
 
 
 def real_hello(server_hostname: str | None = "chat.example.com", alpn: list[str] | None = None) -> bytes:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from proxy_core import limits as limits_module
-from proxy_core.limits import TOO_FAST, TOO_MANY_CONNECTIONS, AcceptPacer, ClientLimits
+from proxy_core.datapath import limits as limits_module
+from proxy_core.datapath.limits import TOO_FAST, TOO_MANY_CONNECTIONS, AcceptPacer, ClientLimits
 
 
 def test_max_conns_per_client_counts_each_address_apart() -> None:

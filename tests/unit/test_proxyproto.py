@@ -7,7 +7,7 @@ import struct
 
 import pytest
 
-from proxy_core.proxyproto import (
+from proxy_core.datapath.proxyproto import (
     V2_MAX,
     V2_SIGNATURE,
     ProxyHeader,

@@ -9,8 +9,8 @@ import aiohttp.helpers
 import aiohttp.streams
 import pytest
 
-from proxy_core import sniffer as sniffer_module
-from proxy_core.sniffer import (
+from proxy_core.datapath import sniffer as sniffer_module
+from proxy_core.datapath.sniffer import (
     HEAD_LIMIT,
     MAX_VALUE_CHARS,
     RequestHead,

@@ -12,7 +12,7 @@ from textual.content import Content
 from textual.widgets import Static
 
 JSON = dict[str, Any]
-WARN_DAYS = 14  # the engine's proxy_core.tls.WARN_DAYS; the dashboard does not import the engine
+WARN_DAYS = 14  # the engine's proxy_core.datapath.tls.WARN_DAYS; the dashboard does not import the engine
 CRITICAL_DAYS = 3
 TOP_REFUSED_SHOWN = 3  # keep the line short: the rest is in `wsproxy status --json`
 

@@ -1,7 +1,7 @@
 """The fleet under the status bar (engines started with --cluster): per-server fleet totals with a column per
 instance, the instances, and the warnings (an instance gone, health that disagrees). Hidden outside a fleet.
 
-The text is the CLI's `status --fleet` (proxy_core.fleet_cli), fed by LiveSource from the source's `fleet()`
+The text is the CLI's `status --fleet` (proxy_core.cli.fleet), fed by LiveSource from the source's `fleet()`
 (proxy_core.sources: the same call the CLI makes).
 """
 
@@ -11,7 +11,7 @@ from typing import Any
 
 from textual.widgets import Static
 
-from proxy_core.fleet_cli import format_fleet
+from proxy_core.cli.fleet import format_fleet
 
 JSON = dict[str, Any]
 

@@ -13,8 +13,8 @@ from collections.abc import Callable
 from typing import Any
 
 from proxy_core.config import ServerConfig
-from proxy_core.proxyproto import build, split_address
-from proxy_core.tls import client_context
+from proxy_core.datapath.proxyproto import build, split_address
+from proxy_core.datapath.tls import client_context
 
 ProtocolFactory = Callable[[], asyncio.Protocol]
 

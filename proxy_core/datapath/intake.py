@@ -12,15 +12,15 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any, cast
 
+from proxy_core.datapath.limits import AcceptPacer, ClientLimits
+from proxy_core.datapath.proxyproto import ProxyHeaderParser
+from proxy_core.datapath.relay import ClientSide
+from proxy_core.datapath.tls import ListenerTls, session_info
 from proxy_core.edgeconfig import LimitsConfig, ListenerConfig
-from proxy_core.limits import AcceptPacer, ClientLimits
-from proxy_core.proxyproto import ProxyHeaderParser
-from proxy_core.relay import ClientSide
-from proxy_core.tls import ListenerTls, session_info
 
 if TYPE_CHECKING:
-    from proxy_core.listener import Listener
-    from proxy_core.switchboard import Switchboard
+    from proxy_core.datapath.listener import Listener
+    from proxy_core.datapath.switchboard import Switchboard
 
 # How long a TLS session may take to close cleanly (close_notify) before the socket is just closed.
 TLS_SHUTDOWN_TIMEOUT_S = 10.0

@@ -16,7 +16,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TextIO
 
-from proxy_core.cli_format import (
+from proxy_core.cli.fleet import format_fleet, format_fleet_plan, format_instances, wait_fleet_drained
+from proxy_core.cli.format import (
     describe,
     format_event,
     format_plan,
@@ -28,7 +29,6 @@ from proxy_core.cli_format import (
 from proxy_core.client import ControlClient, ControlError, ControlUnavailable
 from proxy_core.config import MAX_WEIGHT, NAME_PATTERN, parse_address
 from proxy_core.errors import ConfigError
-from proxy_core.fleet_cli import format_fleet, format_fleet_plan, format_instances, wait_fleet_drained
 from proxy_core.socketpath import cli_hint, default_control_path, live_sockets
 from proxy_core.sources import CAP_DEADLINE, Source, open_source
 

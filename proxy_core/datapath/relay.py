@@ -16,15 +16,15 @@ import struct
 import time
 from typing import TYPE_CHECKING, Any, cast
 
-from proxy_core.sniffer import RequestSniffer, ResponseSniffer
+from proxy_core.datapath.sniffer import RequestSniffer, ResponseSniffer
 
 if TYPE_CHECKING:
-    from proxy_core.clienthello import ClientHelloReader
+    from proxy_core.datapath.clienthello import ClientHelloReader
+    from proxy_core.datapath.sniffer import RequestHead, ResponseHead
+    from proxy_core.datapath.switchboard import Switchboard
     from proxy_core.events import Handshake
     from proxy_core.pool import Pool
     from proxy_core.registry import Server
-    from proxy_core.sniffer import RequestHead, ResponseHead
-    from proxy_core.switchboard import Switchboard
 
 # Write-buffer marks per transport: 64 KiB keeps a busy pair moving (measured: bulk MB/s flat from 64 KiB
 # up) while a stalled reader costs at most about this much per direction.

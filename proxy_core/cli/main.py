@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from proxy_core import __version__
-from proxy_core.commands import add_commands
+from proxy_core.cli.commands import add_commands
 from proxy_core.flags import add_engine_flags
 
 
@@ -22,8 +22,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    """`wsproxy serve`: proxy_core.serve.run_serve, imported only when the engine is wanted."""
-    from proxy_core.serve import run_serve as serve
+    """`wsproxy serve`: proxy_core.cli.serve.run_serve, imported only when the engine is wanted."""
+    from proxy_core.cli.serve import run_serve as serve
 
     return serve(args)
 

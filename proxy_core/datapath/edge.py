@@ -10,15 +10,15 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from proxy_core.config import EngineConfig, format_address
+from proxy_core.datapath.intake import Admission, ProxyIntake, Summary, TlsClientSide
+from proxy_core.datapath.listener import Listener
+from proxy_core.datapath.relay import ClientSide
+from proxy_core.datapath.tls import CertProblem, ListenerTls
 from proxy_core.edgeconfig import ListenerConfig
 from proxy_core.errors import ConfigError
-from proxy_core.intake import Admission, ProxyIntake, Summary, TlsClientSide
-from proxy_core.listener import Listener
-from proxy_core.relay import ClientSide
-from proxy_core.tls import CertProblem, ListenerTls
 
 if TYPE_CHECKING:
-    from proxy_core.switchboard import Switchboard
+    from proxy_core.datapath.switchboard import Switchboard
 
 # uvloop's default TLS handshake timeout is 60 s; the head deadline is the engine's own bound for a head.
 DEFAULT_HANDSHAKE_TIMEOUT_S = 10.0

@@ -10,21 +10,21 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from proxy_core.accesslog import AccessLog
 from proxy_core.balancer import Balancer
-from proxy_core.clienthello import ClientHelloReader
 from proxy_core.config import EngineConfig
+from proxy_core.datapath.accesslog import AccessLog
+from proxy_core.datapath.clienthello import ClientHelloReader
+from proxy_core.datapath.listener import Listener
+from proxy_core.datapath.relay import BackendSide, ClientSide, set_nodelay
+from proxy_core.datapath.sniffer import OVERSIZED, RequestSniffer, ResponseSniffer
 from proxy_core.events import ConnectFailed, ConnectionClosed, EventBus, Handshake, OperatorAction
-from proxy_core.listener import Listener
 from proxy_core.pool import Pool
 from proxy_core.registry import LiveConnection, Registry, Server
-from proxy_core.relay import BackendSide, ClientSide, set_nodelay
 from proxy_core.routing import MISDIRECTED, Decision, ListenerPlan, Route, decide
-from proxy_core.sniffer import OVERSIZED, RequestSniffer, ResponseSniffer
 from proxy_core.spread import client_key, group_by_client, schedule_by_client
 
 if TYPE_CHECKING:
-    from proxy_core.intake import Admission
+    from proxy_core.datapath.intake import Admission
 
 # With checks off, a server marked down by traffic is tried again after this long (nginx's fail_timeout).
 PASSIVE_RETRY_S = 10.0
@@ -103,7 +103,7 @@ class Switchboard:
             or access_log is not None
             or config.limits.per_client
         )
-        self.admission: Admission | None = None  # per-client limits and accept pacing (proxy_core.intake)
+        self.admission: Admission | None = None  # per-client limits and accept pacing (proxy_core.datapath.intake)
         self.connections: dict[int, ClientSide] = {}
         self.totals = Totals()
         self.listener_counts: dict[str, list[int]] = {}
@@ -262,7 +262,7 @@ class Switchboard:
                     transport, backend = await self._loop.create_connection(
                         lambda: BackendSide(client), server.connect_host, server.port
                     )
-                else:  # a PROXY header first, or TLS (proxy_core.upstream)
+                else:  # a PROXY header first, or TLS (proxy_core.datapath.upstream)
                     local = client.transport.get_extra_info("sockname") if client.transport else None
                     header = edge.header(client.client, local)
                     transport, backend = await edge.connect(

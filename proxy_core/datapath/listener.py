@@ -39,10 +39,10 @@ class Listener:
         self.server: asyncio.AbstractServer | None = None
         self.address = format_address(host, port)
         self._resuming: asyncio.Task[None] | None = None
-        self.ssl: ssl.SSLContext | None = None  # TLS termination (proxy_core.edge sets it up)
+        self.ssl: ssl.SSLContext | None = None  # TLS termination (proxy_core.datapath.edge sets it up)
         self.ssl_handshake_timeout: float | None = None
-        self.edge_tls: Any = None  # the listener's proxy_core.tls.ListenerTls, if TLS
-        self.edge_intake: Any = None  # its proxy_core.intake.ProxyIntake, if it takes the PROXY header
+        self.edge_tls: Any = None  # the listener's proxy_core.datapath.tls.ListenerTls, if TLS
+        self.edge_intake: Any = None  # its proxy_core.datapath.intake.ProxyIntake, if it takes the PROXY header
 
     async def open(self) -> None:
         """Bind and listen (raises OSError), then start serving."""
