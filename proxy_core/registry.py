@@ -275,6 +275,9 @@ class Registry:
         name = self.display_name(home.name, config.name)
         if name in self.servers:
             where = f" in pool {home.name!r}" if self.qualified else ""
+            taken = self.servers[name].pool
+            if not self.qualified and taken != home.name:  # one configured pool: names stay bare (no renames)
+                where = f" in pool {taken!r} (with one pool in the configuration, names are unique across pools)"
             raise Conflict(f"a server named {config.name!r} already exists{where}")
         for other in self.servers.values():
             if other.address == config.address and other.pool == home.name:
@@ -307,7 +310,7 @@ class Registry:
         return [StateChanged(server=server.name, old=old, new=server.state, reason=reason, pool=server.pool)]
 
     def _pool_label(self, server: Server) -> str:
-        return f"the pool {server.pool}" if self.qualified else "the pool"
+        return f"the pool {server.pool}" if self.qualified or len(self.pools) > 1 else "the pool"
 
     def _refuse_if_last(self, server: Server, what: str) -> None:
         """The interlock, per pool: emptying one pool is refused even while other pools have servers."""
