@@ -241,9 +241,10 @@ class Engine(FleetChanges, TopologyChanges):
                         file=sys.stderr,
                     )
         for spec in specs:
+            if spec.name not in self.configured_pools:
+                self.runtime_pools[spec.name] = spec
             if spec.name not in self.registry.pools:
                 self.registry.add_pool(spec.name, spec.balance, spec.check)
-                self.runtime_pools[spec.name] = spec
         listeners = {format_address(x.host, x.port) for x in self.config.listen}
         self.routes, dropped = statefile.merge_routes(self.configured_routes, saved, names, listeners)
         self.routes_changed = saved.routes is not None
@@ -421,6 +422,11 @@ class Engine(FleetChanges, TopologyChanges):
         self, name: str, address: str, weight: int = 1, max_conns: int | None = None, pool: str | None = None
     ) -> Server:
         if self._fleet("add", name):
+            home = pool or (name.partition("/")[0] if "/" in name else None)
+            if home is not None and home != self.registry.default.name:  # the fleet's stream has no pools yet
+                detail = f"in a fleet, servers join pool {home} per instance (pools are per instance): use --local"
+                self.bus.publish(OperatorAction(action="add", server=name, ok=False, detail=detail))
+                raise Conflict(detail)
             await self._check_add(name, address, max_conns)
             return cast(Server, await self._submit("add", name, address=address, weight=weight, max_conns=max_conns))
 

@@ -9,6 +9,8 @@ from typing import Any
 import pytest
 
 from proxy_core.client import ControlClient, ControlError
+from proxy_core.sources import CAP_POOLS
+from proxy_core.sources.haproxy import HaproxySource
 from tests.conftest import EchoBackend, EngineFactory, EngineProc, wait_until
 from tests.integration.test_pools import Backends, handshakes, pool_table, ws_echo
 
@@ -264,3 +266,20 @@ async def test_a_single_pool_engine_keeps_its_added_pool_through_sigkill(
     await ws_echo(engine.port, "chat.example.com")
     await ws_echo(engine.port, "other.example.com")
     assert (b1.accepted, b2.accepted) == (1, 1)
+
+
+async def test_haproxy_refuses_pool_and_route_changes_naming_its_runtime_api(tmp_path: Path, wsproxy_cli: Any) -> None:
+    """HAProxy's backends are its configuration: the source lacks CAP_POOLS and refuses before touching the socket."""
+    sock = str(tmp_path / "admin.sock")  # never opened: the refusal comes first
+    source = HaproxySource(sock)
+    assert CAP_POOLS not in source.capabilities
+    for call in (
+        source.add_pool("chat"),
+        source.remove_pool("chat"),
+        source.add_route("chat"),
+        source.remove_route("1"),
+    ):
+        error = await refused(call)
+        assert error.status == 501 and "not supported by HAProxy's runtime API" in error.message
+    result = await wsproxy_cli("route", "add", "--pool", "chat", "--haproxy", sock)
+    assert result.code == 1 and "adding a route is not supported by HAProxy's runtime API" in result.err
