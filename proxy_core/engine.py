@@ -233,8 +233,11 @@ class Engine(FleetChanges, TopologyChanges):
             if spec.name not in names:
                 self.registry.pools.pop(spec.name, None)  # empty still: no server was loaded yet
                 self.removed_pools.add(spec.name)
-                if spec.servers:
-                    left = ", ".join(s.name for s in spec.servers)
+                kept = [
+                    s.name for s in spec.servers if self.registry.display_name(spec.name, s.name) not in saved.removed
+                ]
+                if kept:
+                    left = ", ".join(kept)
                     print(
                         f"wsproxy: WARNING: pool {spec.name} was removed at runtime; its configured servers "
                         f"({left}) are not started (take the pool out of the file, or add it again)",

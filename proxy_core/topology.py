@@ -120,7 +120,9 @@ class TopologyChanges:
         self.bus.publish(OperatorAction(action=action, server=None, ok=False, detail=problem))
         raise Conflict(problem)
 
-    async def add_pool(self, name: str, balance: str | None = None, check: Mapping[str, Any] | None = None) -> Any:
+    async def add_pool(
+        self, name: str, balance: str | None = None, check: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
         """A new, empty pool with its own health checks; servers join it with add (POOL/NAME)."""
         self._per_instance("add-pool", name)
 
@@ -183,7 +185,7 @@ class TopologyChanges:
             routes = insert_route(self.routes, route, position)
             self.removed_routes.discard(route_key(route))
             self._set_routes(routes)
-            return self.routes_status()[routes.index(route)]
+            return self.routes_status()[len(routes) - 1 if position is None else position - 1]
 
         where = "last" if position is None else f"at position {position}"
         detail = f"added a route to {fields.get('pool')} {where}"

@@ -182,6 +182,11 @@ def check_label(check: JSON) -> str:
     return f"{check.get('type')}{path}{every if check.get('type') != 'none' else ''}"
 
 
+def describe_pool(pool: JSON) -> str:
+    """One line after `pool add`: `pool chat (least_conn), check http /health every 3000ms, rise 2 fall 5`."""
+    return f"pool {clean(pool.get('name'))} ({pool.get('balance')}), check {check_label(pool.get('check') or {})}"
+
+
 def format_pools(pools: list[JSON]) -> str:
     """`wsproxy pools`: a row per pool; `(added)` marks a pool added at run time."""
     rows = [list(POOL_COLUMNS)]

@@ -11,7 +11,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from proxy_core.cli.format import format_pools, format_route, format_routes
+from proxy_core.cli.format import describe_pool, format_pools, format_route, format_routes
 from proxy_core.config import BALANCE_POLICIES, CHECK_TYPES, parse_check
 from proxy_core.errors import ConfigError
 from proxy_core.poolconfig import parse_route
@@ -127,7 +127,7 @@ async def cmd_routes(client: Source, args: argparse.Namespace) -> int:
 
 async def cmd_pool_add(client: Source, args: argparse.Namespace) -> int:
     pool = await client.add_pool(args.pool_name, args.balance, check_table(args))
-    print(json.dumps(pool, indent=2) if args.json else f"added {format_pools([pool]).splitlines()[-1].strip()}")
+    print(json.dumps(pool, indent=2) if args.json else f"added {describe_pool(pool)}")
     return 0
 
 

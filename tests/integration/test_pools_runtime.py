@@ -93,10 +93,14 @@ async def test_the_cli_adds_lists_and_removes_pools_and_routes(
         ("route", "add", "--pool", "chat", "--path-prefix", "/chat", "--name", "chatpath"),
         ("route", "add", "--pool", "default", "--host", "old.example.com", "--position", "1"),
     ]
+    said = []
     for step in steps:
         result = await wsproxy_cli(*step, *ctl)
         assert result.code == 0, (step, result.err)
-    assert result.out.strip() == "added 1: host old.example.com -> default"
+        said.append(result.out.strip())
+    assert said[0] == "added pool chat (ip_hash), check tcp every 100ms, rise 1 fall 5"
+    assert said[1].startswith("added n1 127.0.0.1:") and "down" in said[1]  # up after its first check
+    assert said[2:] == ["added 1 (chatpath): path_prefix /chat -> chat", "added 1: host old.example.com -> default"]
     async with engine.client() as client:
         await up(client, "n1")
     await ws_echo(engine.port, "x.example.com", "/chat/room")
