@@ -104,6 +104,7 @@ class Engine(FleetChanges, TopologyChanges):
 
     async def start(self) -> None:
         """Bind listeners and start checks; raises ConfigError naming a listener that cannot bind."""
+        self.registry.pool_in_use = self.pool_in_use  # here: a supervisor has replaced the registry by now
         await self._load_pool()
         if self.config.access_log:
             try:

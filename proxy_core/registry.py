@@ -7,7 +7,7 @@ and each operation returns the events it caused for the engine to publish.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 from proxy_core.checkspec import CheckConfig
@@ -172,6 +172,9 @@ class Registry:
         self._eligible: tuple[Server, ...] = ()
         self.has_max_conns = False
         self.joined = 0  # times a server became eligible (rebalance auto starts from it)
+        # Whether a pool takes new connections (a route or a listener's default sends there); the engine sets it.
+        # The last server of a pool that takes none may be removed without force: that empties nothing in use.
+        self.pool_in_use: Callable[[str], bool] = lambda pool: True
 
     def __iter__(self) -> Iterator[Server]:
         return iter(self.servers.values())
@@ -353,6 +356,8 @@ class Registry:
                     raise Conflict(
                         f"{name} has {server.active} live connection(s); drain it first, or force to close them"
                     )
+                if not self.pool_in_use(server.pool):
+                    return server
                 self._refuse_if_last(server, f"removing {name}")
                 if len(self.in_pool(server.pool)) == 1:
                     raise Conflict(

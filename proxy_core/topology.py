@@ -98,6 +98,12 @@ class TopologyChanges:
             removed_routes=frozenset(self.removed_routes),
         )
 
+    def pool_in_use(self, pool: str) -> bool:
+        """A route or a listener's default sends new connections there (the first pool always counts as used)."""
+        if pool == self.registry.default.name or any(r.pool == pool for r in self.routes):
+            return True
+        return pool in self._listener_defaults().values()
+
     def listener_names(self) -> list[str]:
         """Every listener as routes may name it: the configured address, then the bound one where it differs."""
         names = [name for name, _default, _tls in self.listen_names.values()]

@@ -119,7 +119,7 @@ async def test_the_cli_adds_lists_and_removes_pools_and_routes(
     for step, said in [
         (("route", "remove", "chatpath"), "removed 2 (chatpath): path_prefix /chat -> chat"),
         (("route", "remove", "1"), "removed 1: host old.example.com -> default"),
-        (("remove", "n1", "--force"), "removed n1"),  # its pool's last server
+        (("remove", "n1"), "removed n1"),  # its pool's last server, no force: no route sends there now
         (("pool", "remove", "chat"), "removed pool chat"),
     ]:
         result = await wsproxy_cli(*step, *ctl)
@@ -200,13 +200,15 @@ async def test_a_pool_is_removed_only_after_its_routes_and_servers(
         )
         error = await refused(client.remove_pool("api"))
         assert error.status == 409 and "default_pool of listener(s) " + engine.listen in error.message
+        error = await refused(client.remove("web/b2"))  # a route still sends to web: its interlock holds
+        assert error.status == 409 and "no eligible server in the pool web" in error.message
         removed = await client.remove_route("1")
         assert (removed["removed"]["path_prefix"], removed["removed"]["added"]) == ("/web", False)
         error = await refused(client.remove_pool("web"))
         assert "route" not in error.message and "still has server(s) web/b2" in error.message
         error = await refused(client.remove_pool("main"))
         assert "is the first pool" in error.message
-        await client.remove("web/b2", force=True)  # the pool's last server: forced
+        await client.remove("web/b2")  # the pool's last server: no route or default sends there any more
         assert await client.remove_pool("web") == {"removed": "web"}
         await ws_echo(engine.port, "any.example.com", "/web")  # what /web took now goes to the default, api
         status = await client.status()
