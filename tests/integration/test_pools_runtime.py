@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import signal
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ import pytest
 from proxy_core.client import ControlClient, ControlError
 from proxy_core.sources import CAP_POOLS
 from proxy_core.sources.haproxy import HaproxySource
-from tests.conftest import EchoBackend, EngineFactory, EngineProc, wait_until
+from tests.conftest import EchoBackend, EngineFactory, EngineProc, unit, wait_until
 from tests.integration.test_pools import Backends, handshakes, pool_table, ws_echo
 
 FAST_CHECK = {"type": "tcp", "interval_ms": 100, "rise": 1}  # a new pool's servers come up within a check
@@ -289,3 +290,30 @@ async def test_haproxy_refuses_pool_and_route_changes_naming_its_runtime_api(tmp
         assert error.status == 501 and "not supported by HAProxy's runtime API" in error.message
     result = await wsproxy_cli("route", "add", "--pool", "chat", "--haproxy", sock)
     assert result.code == 1 and "adding a route is not supported by HAProxy's runtime API" in result.err
+
+
+async def test_a_connection_waiting_for_its_head_when_its_route_goes_is_not_stranded(
+    start_engine: EngineFactory, echo_backends: Backends
+) -> None:
+    """Accepted while a Host route made the listener wait for heads; the route removed before the head completes:
+    the connection goes to the listener's default pool instead of waiting forever."""
+    (b1,) = await echo_backends(1)
+    engine = await start_engine("--backend", b1.flag)
+    async with engine.client() as client:
+        await client.add_pool("chat")
+        await client.add_route("chat", host="chat.example.com")
+        reader, writer = await asyncio.open_connection("127.0.0.1", engine.port)
+        try:
+            writer.write(b"GET /health HTTP/1.1\r\nHost: other.example.com\r\n")
+            await writer.drain()
+
+            async def accepted() -> bool:
+                return bool((await client.status())["totals"]["active"] == 1)
+
+            await wait_until(accepted, what="the connection accepted under the route")
+            await client.remove_route("1")
+            writer.write(b"Connection: close\r\n\r\n")
+            answer = await asyncio.wait_for(reader.read(), unit(5))
+        finally:
+            writer.close()
+    assert answer.startswith(b"HTTP/1.1 200 OK")  # b1 answered /health: the default pool took it
