@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 from pathlib import Path
 from typing import Any
@@ -111,6 +112,13 @@ async def test_the_cli_adds_lists_and_removes_pools_and_routes(
     assert lines[0].split() == ["POOL", "BALANCE", "UP", "ACTIVE", "TOTAL", "CHECK", "DEFAULT", "FOR"]
     assert lines[1].split()[:5] == ["default", "round_robin", "1/1", "0", "0"]
     assert lines[2].split()[:6] == ["chat", "(added)", "ip_hash", "1/1", "0", "1"] and "tcp every 100ms" in lines[2]
+    listed = json.loads((await wsproxy_cli("pools", "--json", *ctl)).out)
+    assert [(p["name"], p["added"]) for p in listed["pools"]] == [("default", False), ("chat", True)]
+    listed = json.loads((await wsproxy_cli("routes", "--json", *ctl)).out)
+    assert [(r["position"], r["name"], r["pool"]) for r in listed["routes"]] == [
+        (1, None, "default"),
+        (2, "chatpath", "chat"),
+    ]
     routes = await wsproxy_cli("routes", *ctl)
     assert routes.out.splitlines() == [
         "1: host old.example.com -> default, 0 matched",
@@ -262,7 +270,7 @@ async def test_a_single_pool_engine_keeps_its_added_pool_through_sigkill(
     engine = await start_engine("--backend", b1.flag)
     async with engine.client() as client:
         await client.add_pool("chat", check=FAST_CHECK)
-        await client.add("n1", b2.address, pool="chat")
+        await client.add("chat/n1", b2.address)  # POOL/NAME says the pool too
         await client.add_route("chat", host="chat.example.com")
     engine = await sigkill_and_restart(engine, start_engine, "--backend", b1.flag)
     async with engine.client() as client:
