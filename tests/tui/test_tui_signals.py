@@ -87,8 +87,13 @@ class Dashboard:
         return self.proc.returncode
 
     def close(self) -> None:
-        """Stop the dashboard and everything it started, by PID, whatever the test's outcome."""
-        pids = [*self.children, self.proc.pid]
+        """Stop the dashboard and everything it started, by PID, whatever the test's outcome (also when it failed
+        before the test read the children: they are read now, while the dashboard still runs)."""
+        children = self.children
+        if not children and self.proc.poll() is None:
+            with contextlib.suppress(OSError):
+                children = self.child_pids()
+        pids = [*children, self.proc.pid]
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
