@@ -1,7 +1,7 @@
 """What the supervisor pushes so a worker routes exactly as the single-process engine: pools, servers, routes, plans.
 
 Pure code. `state` is built from the supervisor's registry and its switchboard's routes and listener plans (the
-engine plans them, `Engine._plan_routes`), on every refresh; the worker lays it over its replica (`sync_pools`,
+engine plans them, `Engine._plan_routes`), on every refresh; the worker lays it over its replica (`replicate`,
 `routes_of`, `plans_of`). Routes and plans travel as their dataclass fields, so a field added to them travels too.
 Route counters are cumulative per route; `route_keys` names each route by its content, so a count follows its
 route when others are inserted or removed before it.
@@ -9,16 +9,18 @@ route when others are inserted or removed before it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any, cast
 
 from proxy_core.balancer import BalancePolicy, make_balancer
 from proxy_core.checkspec import CheckConfig
+from proxy_core.config import ServerConfig
 from proxy_core.routing import ListenerPlan, Route
 
 if TYPE_CHECKING:
-    from proxy_core.registry import Registry
+    from proxy_core.registry import Registry, Server
 
 State = dict[str, Any]
 
@@ -43,6 +45,45 @@ def routes_of(pushed: State) -> tuple[Route, ...]:
 
 def plans_of(pushed: State) -> dict[str, ListenerPlan]:
     return {address: ListenerPlan(**fields) for address, fields in pushed["plans"].items()}
+
+
+def replicate(
+    registry: Registry,
+    pushed: State,
+    check: CheckConfig,
+    workers: int,
+    now: float,
+    edge_of: Callable[[Server], Any] = lambda server: None,
+) -> None:
+    """Lay the pushed state over a worker's replica: same pools, servers, weights, admin states and health.
+
+    A server keeps its counters and connections unless its address or pool changed (then it is replaced);
+    `max_conns` is split between the `workers`; `edge_of` gives a new server its send_proxy / TLS settings."""
+    registry.qualified = pushed["qualified"]
+    sync_pools(registry, pushed["pools"], check)
+    rows = pushed["servers"]
+    seen = {row[0] for row in rows}
+    for name in [n for n in registry.servers if n not in seen]:  # first: a server replaced at one address can join
+        _drop(registry, name)
+    for name, host, port, weight, max_conns, admin, up, connect_host, pool, short in rows:
+        server = registry.servers.get(name)
+        if server is None or (server.host, server.port, server.pool) != (host, port, pool):
+            if server is not None:
+                _drop(registry, name)
+            per_worker = None if max_conns is None else max(1, math.ceil(max_conns / workers))
+            server, _ = registry.add(ServerConfig(short, host, port, weight, per_worker), now, at_start=True, pool=pool)
+            server.edge = edge_of(server)
+        server.connect_host = connect_host
+        server.weight = weight
+        server.admin = admin
+        server.health.up = bool(up)
+    drop_pools(registry, [name for name, _ in pushed["pools"]])
+    registry.refresh()
+
+
+def _drop(registry: Registry, name: str) -> None:
+    server = registry.servers.pop(name)
+    server.removed = True  # its open connections finish on their own
 
 
 def sync_pools(registry: Registry, pools: Iterable[Sequence[str]], check: CheckConfig) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 import os
 import pickle
 import signal
@@ -19,7 +18,7 @@ import time
 from dataclasses import replace
 from typing import Any
 
-from proxy_core.config import EngineConfig, ServerConfig
+from proxy_core.config import EngineConfig
 from proxy_core.datapath.accesslog import AccessLog
 from proxy_core.datapath.edge import Edge, open_listener
 from proxy_core.datapath.listener import Listener
@@ -28,7 +27,7 @@ from proxy_core.engine import server_edge
 from proxy_core.events import ConnectFailed, ConnectionClosed, Event, EventBus, Handshake
 from proxy_core.loop import run
 from proxy_core.poolconfig import pools_of
-from proxy_core.registry import Registry
+from proxy_core.registry import Registry, Server
 from proxy_core.workers import topology
 from proxy_core.workers.link import Link, Message
 
@@ -115,30 +114,10 @@ class Worker:
 
     def apply_pool(self, pushed: topology.State) -> None:
         """Make the replica match the supervisor's pools: same servers, weights, admin states and health."""
-        now = time.time()
-        registry = self.registry
-        registry.qualified = pushed["qualified"]
-        topology.sync_pools(registry, pushed["pools"], self.check)
-        rows = pushed["servers"]
-        seen = {row[0] for row in rows}
-        for name in list(registry.servers):
-            if name not in seen:  # first, so a server replaced at the same address can join
-                self._drop(name)
-        for name, host, port, weight, max_conns, admin, up, connect_host, pool, short in rows:
-            server = registry.servers.get(name)
-            if server is None or (server.host, server.port, server.pool) != (host, port, pool):
-                if server is not None:
-                    self._drop(name)
-                per_worker = None if max_conns is None else max(1, math.ceil(max_conns / self.count))
-                config = ServerConfig(short, host, port, weight, per_worker)
-                server, _ = registry.add(config, now, at_start=True, pool=pool)
-                server.edge = server_edge(self.configured.get((pool, short)), server)
-            server.connect_host = connect_host
-            server.weight = weight
-            server.admin = admin
-            server.health.up = bool(up)
-        topology.drop_pools(registry, [name for name, _ in pushed["pools"]])
-        registry.refresh()
+        topology.replicate(self.registry, pushed, self.check, self.count, time.time(), self._edge_of)
+
+    def _edge_of(self, server: Server) -> Any:
+        return server_edge(self.configured.get((server.pool, server.short)), server)
 
     def apply_routes(self, pushed: topology.State) -> None:
         """The routes and each listener's plan, as the supervisor's engine planned them; counts follow their route."""
@@ -150,10 +129,6 @@ class Worker:
             board.routes = routes
             self.route_keys = topology.route_keys(routes)
         board.routing = topology.plans_of(pushed)
-
-    def _drop(self, name: str) -> None:
-        server = self.registry.servers.pop(name)
-        server.removed = True
 
     # -- reports ------------------------------------------------------------------------------
 
