@@ -17,11 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import trustme
 from websockets.asyncio.client import ClientConnection, connect
 
 from proxy_core.client import ControlError
 from tests.conftest import EchoBackend, EngineFactory, EngineProc, unit, wait_until
 from tests.integration import test_pools as pools
+from tests.integration import test_pools_tls as tls
 
 Backends = Callable[[int], Awaitable[list[EchoBackend]]]
 N = 16  # connections per pool: P(all on one worker) = 2 * 2**-16
@@ -103,7 +105,8 @@ async def test_host_path_and_default_routes_in_every_worker(
     }
     for pool in ("chat", "notify", "api"):
         assert by_worker([e for e in events if e["pool"] == pool]) == {0, 1}, pool
-    data = await settled(engine, lambda d: [r["matched"] for r in d["routes"]] == [N, N], "routes counted")
+    data = await settled(engine, lambda d: d["totals"]["total"] == 3 * N, "every connection reported")
+    assert [r["matched"] for r in data["routes"]] == [N, N]
     assert [(r["pool"], r["host"], r["path_prefix"]) for r in data["routes"]] == [
         ("chat", "chat.example.com", None),
         ("notify", None, "/notify"),
@@ -204,3 +207,104 @@ async def test_a_restarted_worker_routes_with_the_current_pools(
     assert (b1.accepted, b2.accepted, b3.accepted) == (0, N, N)
     events = [e for e in await handshakes(engine, 2 * N) if e["kind"] == "websocket"]
     assert by_worker([e for e in events if e["pool"] == "chat"]) == {0, 1}
+
+
+ca = tls.ca  # the TLS pool tests' fixtures: a test CA and wss echo backends with their own certificates
+tls_echo = tls.tls_echo
+
+
+async def test_terminated_tls_routes_on_sni_and_answers_421_in_every_worker(
+    tmp_path: Path, start_engine: EngineFactory, echo_backends: Backends, ca: trustme.CA
+) -> None:
+    """Each worker terminates TLS and routes on SNI then Host; a Host naming another site is a 421, counted once."""
+    b1, b2 = await echo_backends(2)
+    chat = tls._write(tmp_path / "chat", ca.issue_cert("chat.test"))
+    api = tls._write(tmp_path / "api", ca.issue_cert("api.test"))
+    text = (
+        f'[[listener]]\naddress = "127.0.0.1:0"\ntls_cert = "{chat[0]}"\ntls_key = "{chat[1]}"\n'
+        f'[[listener.certificate]]\ncert = "{api[0]}"\nkey = "{api[1]}"\n'
+        + tls.pools_text([("chat", b1.address), ("api", b2.address)])
+        + '[[route]]\nsni = "chat.test"\npool = "chat"\n[[route]]\nhost = "api.test"\npool = "api"\n'
+    )
+    (tmp_path / "tls.toml").write_text(text)
+    engine = await start_engine("-c", str(tmp_path / "tls.toml"), *WORKERS, listen=None)
+    for name in ("chat.test", "api.test"):
+        await asyncio.gather(*(tls.wss_echo(engine.port, ca, name) for _ in range(N)))
+    assert (b1.accepted, b2.accepted) == (N, N)
+
+    async def misdirected() -> bytes:
+        context = tls.client_context(ca)
+        opening = asyncio.open_connection("127.0.0.1", engine.port, ssl=context, server_hostname="chat.test")
+        reader, writer = await asyncio.wait_for(opening, unit(5))
+        try:
+            writer.write(b"GET /ws HTTP/1.1\r\nHost: api.test\r\n\r\n")
+            return await asyncio.wait_for(reader.read(), unit(5))
+        finally:
+            writer.close()
+
+    for answer in await asyncio.gather(*(misdirected() for _ in range(N))):
+        assert answer.startswith(b"HTTP/1.1 421 Misdirected Request\r\n"), answer
+    assert (b1.accepted, b2.accepted) == (N, N)
+    data = await settled(engine, lambda d: d["unrouted"]["misdirected"] == N, f"{N} requests counted as 421")
+    assert data["unrouted"] == {"not_found": 0, "misdirected": N}
+    assert [r["matched"] for r in data["routes"]] == [N, N]
+    events = await handshakes(engine, 3 * N)
+    refused = [e for e in events if e["status"] == 421]
+    assert len(refused) == N and by_worker(refused) == {0, 1}
+    assert {(e["server"], e["host"], e["tls"]["sni"]) for e in refused} == {(None, "api.test", "chat.test")}
+    routed = Counter((e["pool"], e["route"]) for e in events if e["status"] == 101)
+    assert routed == {("chat", 0): N, ("api", 1): N}
+
+
+async def test_passthrough_routes_on_the_client_hello_in_every_worker(
+    tmp_path: Path, start_engine: EngineFactory, tls_echo: Any, ca: trustme.CA
+) -> None:
+    """No certificate: each worker reads the ClientHello's SNI and relays the TLS bytes to that pool's backend."""
+
+    def with_workers(*args: str, **kwargs: Any) -> Awaitable[EngineProc]:
+        return start_engine(*args, *WORKERS, **kwargs)
+
+    engine, chat, other = await tls.passthrough(tmp_path, with_workers, tls_echo)
+    for name in ("chat.test", "other.test"):
+        await asyncio.gather(*(tls.wss_echo(engine.port, ca, name) for _ in range(N)))
+    assert (chat.accepted, other.accepted) == (N, N)
+    events = await handshakes(engine, 2 * N)
+    assert Counter((e["pool"], e["route"]) for e in events) == {("chat", 1): N, ("other", None): N}
+    assert by_worker([e for e in events if e["pool"] == "chat"]) == {0, 1}
+    data = await settled(engine, lambda d: d["totals"]["total"] == 2 * N, "every connection reported")
+    assert [r["matched"] for r in data["routes"]] == [0, N]
+
+
+async def test_pools_and_routes_changed_at_runtime_reach_every_worker(
+    tmp_path: Path, start_engine: EngineFactory, echo_backends: Backends
+) -> None:
+    """A pool, its server and a route added through the API route in both workers; the route removed, they stop.
+
+    Runs once the runtime pool and route endpoints exist (POST /v1/pools, /v1/routes); skipped before."""
+    b1, b2, b3 = await echo_backends(3)
+    text = '[[listener]]\naddress = "127.0.0.1:0"\ndefault_pool = "chat"\n'
+    (tmp_path / "p.toml").write_text(text + pools.pool_table("chat", [b1]) + pools.pool_table("api", [b3]))
+    engine = await start_engine("-c", str(tmp_path / "p.toml"), *WORKERS, listen=None)
+    async with engine.client() as client:
+        try:
+            await client._request("POST", "/v1/pools", body={"name": "notify", "balance": "round_robin"})
+        except ControlError as exc:
+            if exc.status in (404, 405):
+                pytest.skip("no runtime pool endpoints in this build")
+            raise
+        await client.add("n2", b2.address, pool="notify")
+
+        async def up() -> bool:
+            return (await client.server("notify/n2"))["state"] == "up"
+
+        await wait_until(up, timeout=5.0, what="notify/n2 up after its checks")
+        await client._request("POST", "/v1/routes", body={"host": "notify.example.com", "pool": "notify"})
+        await asyncio.gather(*(pools.ws_echo(engine.port, "notify.example.com") for _ in range(N)))
+        assert (b1.accepted, b2.accepted, b3.accepted) == (0, N, 0)
+        data = await settled(engine, lambda d: d["totals"]["total"] == N, "every connection reported")
+        assert [(r["pool"], r["matched"]) for r in data["routes"]] == [("notify", N)]
+        await client._request("DELETE", "/v1/routes/1")
+        await asyncio.gather(*(pools.ws_echo(engine.port, "notify.example.com") for _ in range(N)))
+        assert (b1.accepted, b2.accepted) == (N, N)
+    events = [e for e in await handshakes(engine, 2 * N) if e["kind"] == "websocket"]
+    assert by_worker([e for e in events if e["pool"] == "notify"]) == {0, 1}
