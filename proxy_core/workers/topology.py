@@ -62,14 +62,13 @@ def replicate(
     registry.qualified = pushed["qualified"]
     sync_pools(registry, pushed["pools"], check)
     rows = pushed["servers"]
-    seen = {row[0] for row in rows}
-    for name in [n for n in registry.servers if n not in seen]:  # first: a server replaced at one address can join
-        _drop(registry, name)
+    wanted = {row[0]: (row[1], row[2], row[8]) for row in rows}  # name: (host, port, pool)
+    for name, old in list(registry.servers.items()):  # gone or moved first, so another can take its address
+        if wanted.get(name) != (old.host, old.port, old.pool):
+            _drop(registry, name)
     for name, host, port, weight, max_conns, admin, up, connect_host, pool, short in rows:
         server = registry.servers.get(name)
-        if server is None or (server.host, server.port, server.pool) != (host, port, pool):
-            if server is not None:
-                _drop(registry, name)
+        if server is None:
             per_worker = None if max_conns is None else max(1, math.ceil(max_conns / workers))
             server, _ = registry.add(ServerConfig(short, host, port, weight, per_worker), now, at_start=True, pool=pool)
             server.edge = edge_of(server)

@@ -119,6 +119,17 @@ def test_a_server_replaced_at_the_same_address_joins() -> None:
     assert [s.name for s in replica] == ["b2", "b5"]
 
 
+def test_servers_trading_addresses_in_one_push_both_join() -> None:
+    """b1 re-added elsewhere after b3 took its old address: the replica drops b1 before adding b3."""
+    source = supervisor(chat=["b1", "b2"])
+    replica = replica_of(wire(source))
+    source.remove("b1")
+    source.add(ServerConfig("b3", "127.0.0.1", 9001), 0.0, at_start=True)
+    source.add(ServerConfig("b1", "127.0.0.1", 9050), 0.0, at_start=True)
+    topology.replicate(replica, wire(source), NONE, 2, 1.0)
+    assert [(s.name, s.port) for s in replica] == [("b2", 9002), ("b3", 9001), ("b1", 9050)]
+
+
 def test_a_balance_change_replaces_the_pools_balancer() -> None:
     """A pool whose policy changed picks with a balancer of the new policy."""
     source = supervisor(chat=["b1"], notify=["b2"])
