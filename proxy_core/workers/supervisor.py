@@ -446,6 +446,7 @@ class Supervisor(Engine):
     def server_detail(self, name: str) -> dict[str, Any]:
         """As the Engine's; the open connections come from the workers' reports (asked for on the first call)."""
         data = super().server_detail(name)
+        name = data["name"]  # as the workers report it: POOL/NAME for a bare name with several pools
         if name not in self._watch:
             self._watch[name] = time.monotonic() + WATCH_S
             self._send_watch()
@@ -503,7 +504,7 @@ class Supervisor(Engine):
         server = self.registry.get(name)
         if action in ("drain", "disable", "remove") and server.active:
             data["impact"].update(connections=server.active, clients=None)
-            data["impact"]["from"] = {name: {"connections": server.active, "clients": None}}
+            data["impact"]["from"] = {server.name: {"connections": server.active, "clients": None}}
         return data
 
     def status(self) -> dict[str, Any]:

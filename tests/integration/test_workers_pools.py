@@ -177,6 +177,14 @@ async def test_drain_weight_and_remove_in_one_pool_leave_the_other_untouched_wit
         for name in ("notify/b3", "notify/b4"):
             assert (servers[name]["state"], servers[name]["weight"], servers[name]["share"]) == ("up", 1, 0.5)
         assert servers["notify/b3"]["active"] + servers["notify/b4"]["active"] == N
+        async with engine.client() as client:  # a bare name's detail lists the connections the workers report
+
+            async def listed() -> list[dict[str, Any]] | None:
+                conns: list[dict[str, Any]] = (await client.server("b3"))["connections"]
+                return conns if len(conns) == servers["notify/b3"]["active"] else None
+
+            conns = await wait_until(listed, timeout=5.0, what="notify/b3's connections in the detail")
+        assert {c["server"] for c in conns} <= {"notify/b3"}
         for ws in notify:
             await echo(ws)  # none of them was touched
         before = (b3.accepted, b4.accepted)
