@@ -66,6 +66,7 @@ class Column:
     tls_port: int = 0  # a TLS listener beside the plain one (0: this column has none)
     proxy_port: int = 0  # a PROXY-protocol listener beside the plain one
     has_edge = False  # wsproxy and HAProxy listen with TLS and the PROXY protocol too
+    can_route = False  # wsproxy: the routing scenario starts one-pool and three-pool engines with its flags
 
     @property
     def pid(self) -> int | None:
@@ -170,6 +171,7 @@ class Wsproxy(Column):
     flags: list[str] = field(default_factory=lambda: list(WSPROXY_LEAN_ARGS))
     subscribe: bool = False
     has_edge = True
+    can_route = True
 
     def control_path(self) -> str:
         return str(self.workdir / f"{self.name}.ctl.sock")
@@ -178,23 +180,15 @@ class Wsproxy(Column):
         if not (REPO / "proxy_core" / "__main__.py").exists():
             self.note = "not available: proxy_core/__main__.py is missing"
             return None
-        backs = [a for p in self.backends for a in ("--backend", f"127.0.0.1:{p}")]
         ctl = self.control_path()
         if os.path.exists(ctl):
             os.unlink(ctl)
-        return [
-            sys.executable,
-            "-m",
-            "proxy_core",
-            "serve",
-            "--listen",
-            f"127.0.0.1:{self.port}",
-            *self.edge_listeners(),
-            *backs,
-            *self.flags,
-            "--control",
-            ctl,
-        ]
+        return [sys.executable, "-m", "proxy_core", "serve", *self.endpoints(), *self.flags, "--control", ctl]
+
+    def endpoints(self) -> list[str]:
+        """The listeners and the servers: flags here; a configuration file in WsproxyPools."""
+        backs = [a for p in self.backends for a in ("--backend", f"127.0.0.1:{p}")]
+        return ["--listen", f"127.0.0.1:{self.port}", *self.edge_listeners(), *backs]
 
     def edge_listeners(self) -> list[str]:
         if self.edge is None:
@@ -212,6 +206,59 @@ class Wsproxy(Column):
             return
         wait_unix(self.control_path())
         self.helpers.append(start_sse(launcher, self.control_path()))
+
+
+# The routing scenario's three pools, each over the same backends, and its routes: by Host, by path prefix, and the
+# listener's default pool for the rest. ROUTED_UPGRADES (wsclient --upgrade) reach each pool once per three workers.
+POOL_NAMES = ("chat", "notify", "api")
+ROUTES_TOML = """
+[[route]]
+host = "chat.bench"
+pool = "chat"
+
+[[route]]
+path_prefix = "/notify"
+pool = "notify"
+"""
+ROUTED_UPGRADES = ["chat.bench/ws", "127.0.0.1/notify/ws", "127.0.0.1/ws"]
+
+
+@dataclass
+class WsproxyPools(Wsproxy):
+    """wsproxy with the same flags, its servers in three pools behind one listener routed by Host and path."""
+
+    has_edge = False
+
+    def config(self) -> str:
+        """The TOML: the listener (its default pool takes what no route matches), the pools, the routes."""
+        text = f'[[listener]]\naddress = "127.0.0.1:{self.port}"\ndefault_pool = "{POOL_NAMES[-1]}"\n'
+        for pool in POOL_NAMES:
+            text += f'\n[[pool]]\nname = "{pool}"\n'
+            text += "".join(
+                f'[[pool.server]]\nname = "b{i}"\naddress = "127.0.0.1:{p}"\n' for i, p in enumerate(self.backends, 1)
+            )
+        return text + ROUTES_TOML
+
+    def endpoints(self) -> list[str]:
+        path = self.workdir / f"{self.name}.toml"
+        path.write_text(self.config())
+        return ["-c", str(path)]
+
+
+def routing_pair(col: Wsproxy) -> tuple[Wsproxy, WsproxyPools]:
+    """Fresh one-pool and three-pool engines with `col`'s flags (an access log of their own), no edge listeners."""
+
+    def flags(name: str) -> list[str]:
+        out = list(col.flags)
+        if "--access-log" in out and out[out.index("--access-log") + 1] != "-":
+            out[out.index("--access-log") + 1] = str(col.workdir / f"{name}.access.jsonl")
+        return out
+
+    one, three = f"{col.name}@1pool", f"{col.name}@3pools"
+    return (
+        Wsproxy(one, col.backends, col.workdir, flags=flags(one), subscribe=col.subscribe),
+        WsproxyPools(three, col.backends, col.workdir, flags=flags(three), subscribe=col.subscribe),
+    )
 
 
 COLUMN_NAMES = ["direct", "wsproxy", "wsproxy+feat", "haproxy", "naive"]

@@ -90,7 +90,11 @@ def run_scenario(
         if sc.proxied_only and col.name == "direct":
             results[sc.key][col.name] = None
             continue
-        if (sc.needs == "tls" and not col.tls_port) or (sc.needs == "proxy" and not col.proxy_port):
+        if (
+            (sc.needs == "tls" and not col.tls_port)
+            or (sc.needs == "proxy" and not col.proxy_port)
+            or (sc.needs == "routing" and not col.can_route)
+        ):
             results[sc.key][col.name] = None  # no such listener in this column (or no certificate: see notes)
             continue
         if sc.key == "ws-idle":
@@ -137,7 +141,7 @@ def settle_time_wait(enabled: bool) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="short windows and 2,000 idle connections (~1.5 min)")
+    p.add_argument("--quick", action="store_true", help="short windows and 2,000 idle connections (~2 min)")
     p.add_argument("--only", help="scenarios by number or name, comma-separated (e.g. 1,ws-echo)")
     p.add_argument("--json", help="also write every figure to this file")
     p.add_argument("--columns", default=",".join(COLUMN_NAMES), help=f"subset of {','.join(COLUMN_NAMES)}")
@@ -193,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     cols: list[Column] = []
     try:
         ports, _backend = start_backends(launcher, LOAD_CPU, N_BACKENDS)
-        edge = make_edge_files(workdir) if any(sc.needs for sc in scenarios) else None
+        edge = make_edge_files(workdir) if any(sc.needs in ("tls", "proxy") for sc in scenarios) else None
         if edge is None and any(sc.needs == "tls" for sc in scenarios):
             print("note: trustme is not installed (pip install -e '.[test]'): no TLS scenarios", file=sys.stderr)
         cols = make_columns(names, ports, workdir, shlex.split(args.lean_args), shlex.split(args.features_args), edge)

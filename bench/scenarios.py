@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -9,7 +12,7 @@ from typing import Any
 from backends import BULK_KA
 from loadgen import Window, run_idle, run_wrk, run_ws
 from procs import Launcher
-from proxies import Column
+from proxies import POOL_NAMES, ROUTED_UPGRADES, Column, Wsproxy, routing_pair
 
 GIB = 1 << 30
 Metrics = dict[str, Any]
@@ -31,10 +34,12 @@ class Settings:
     idle_conns: int = 9000
     sources: list[str] = field(default_factory=lambda: [f"127.0.0.{i}" for i in range(1, 5)])
     # Noisy runs are repeated only this many seconds into the run, so repeats never make a run much longer (waiting
-    # for TIME_WAIT sockets counts too). A full run takes about 16 min with the waits, 4-5 without; quick 1.5.
+    # for TIME_WAIT sockets counts too). A full run takes about 17 min with the waits, 5-6 without; quick 2.
     retry_budget_s: float = 100.0
     # Wait before each run until earlier runs' TIME_WAIT sockets have expired (see run.py's TW_SETTLE).
     settle_time_wait: bool = True
+    # The routing scenario runs the one-pool and the three-pool engine this many times each, in ABBA order.
+    routing_rounds: int = 2
 
     @staticmethod
     def quick() -> Settings:
@@ -214,6 +219,87 @@ def proxy_churn(launcher: Launcher, col: Column, s: Settings) -> Metrics:
     return figures
 
 
+def merge_windows(windows: list[Window]) -> Window:
+    """Several windows as one: CPU, wait and wall time add up; core business is averaged over the wall time."""
+    wall = sum(w.wall_s for w in windows)
+    cpus = [w.cpu_s for w in windows]
+    waits = [w.wait_s for w in windows]
+    return Window(
+        cpu_s=None if None in cpus else sum(c or 0.0 for c in cpus),
+        wait_s=None if None in waits else sum(x or 0.0 for x in waits),
+        wall_s=wall,
+        load_busy=sum(w.load_busy * w.wall_s for w in windows) / wall if wall else 0.0,
+        proxy_busy=sum(w.proxy_busy * w.wall_s for w in windows) / wall if wall else 0.0,
+    )
+
+
+def pool_split(engine: Wsproxy) -> str:
+    """Each pool's share of the engine's connections in % (POOL_NAMES order), from `wsproxy status --json`: proof
+    that the routes spread them."""
+    out = subprocess.run(
+        [sys.executable, "-m", "proxy_core", "status", "--json", "--control", engine.control_path()],
+        capture_output=True,
+        text=True,
+        timeout=15,
+        env=engine.env(),
+        check=True,
+    ).stdout
+    pools = json.loads(out)["pools"]
+    total = sum(int(p["total"]) for p in pools) or 1
+    return "/".join(f"{100 * int(p['total']) / total:.0f}" for p in pools)
+
+
+def routing(launcher: Launcher, col: Column, s: Settings) -> Metrics:
+    """Scenario 6's handshakes through a fresh one-pool engine and a fresh three-pool one (same flags, same backends,
+    the same Host/path mix), in ABBA order; CPU per handshake of each and their ratio."""
+    assert isinstance(col, Wsproxy)
+    engines = routing_pair(col)
+    runs: dict[int, list[tuple[dict[str, Any], Window]]] = {0: [], 1: []}
+    try:
+        for engine in engines:
+            engine.start(launcher)
+            if engine.proc is None:
+                raise RuntimeError(f"{engine.name}: {engine.note}")
+        for r in range(s.routing_rounds):
+            # One, three, three, one, ...: a drift that grows through the runs (TIME_WAIT sockets piling up, which
+            # make each connect dearer) weighs on both engines alike instead of always on the second.
+            order = (0, 1) if r % 2 == 0 else (1, 0)
+            for i in order:
+                engine = engines[i]
+                runs[i].append(
+                    run_ws(
+                        launcher,
+                        "handshake",
+                        engine.port,
+                        engine.pid,
+                        s.duration,
+                        conns=s.handshake_workers,
+                        source=s.sources,
+                        upgrade=ROUTED_UPGRADES,
+                    )
+                )
+        split = pool_split(engines[1])
+    finally:
+        for engine in engines:
+            engine.stop(launcher)
+    costs = []
+    for i in (0, 1):
+        window = merge_windows([w for _, w in runs[i]])
+        done = sum(r["handshakes"] for r, _ in runs[i])
+        cost = _window(window, done, 1e6, "cpu")
+        cost["rate"] = done / window.wall_s if window.wall_s else None
+        cost["errors"] = sum(r["errors"] for r, _ in runs[i])
+        costs.append(cost)
+    one, three = costs
+    figures: Metrics = {**three, "rate_one": one["rate"], "cpu_one": one["cpu"], "errors_one": one["errors"]}
+    # Noise in either engine's runs makes the ratio suspect: the retry in run.py looks at the worse of the two.
+    figures["wait_pct"] = max((c["wait_pct"] for c in costs if c["wait_pct"] is not None), default=None)
+    figures["split"] = split
+    if figures.get("cpu") and figures.get("cpu_one"):
+        figures["pools_vs_one"] = figures["cpu"] / figures["cpu_one"]
+    return figures
+
+
 _CORES = [
     ("proxy_pct", "proxy CPU % of its core"),
     ("wait_pct", "proxy waiting for its core %"),
@@ -384,6 +470,27 @@ SCENARIOS: list[Scenario] = [
         proxy_churn,
         proxied_only=True,
         needs="proxy",
+    ),
+    Scenario(
+        12,
+        "routing",
+        "New WebSocket connections routed among three pools by Host and path vs one pool (fresh engines, same flags; "
+        "{handshake_workers} workers, {routing_rounds} x {duration}s each, ABBA order)",
+        [
+            ("rate_one", "one pool: handshakes/s"),
+            ("cpu_one", "one pool: proxy CPU µs/handshake"),
+            ("rate", "three pools: handshakes/s"),
+            ("cpu", "three pools: proxy CPU µs/handshake"),
+            ("pools_vs_one", "three pools / one pool CPU per handshake"),
+            ("split", f"three pools: % of connections {'/'.join(POOL_NAMES)}"),
+            *_CORES,
+            ("errors_one", "one pool: errors"),
+            ("errors", "three pools: errors"),
+        ],
+        ["cpu_one", "cpu", "pools_vs_one"],
+        routing,
+        proxied_only=True,
+        needs="routing",
     ),
 ]
 

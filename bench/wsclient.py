@@ -9,6 +9,8 @@ Subcommands (each prints `START` and `STOP` around its measured window, then one
 - `churn`:     C workers each looping connect + (a PROXY header) + `GET / Connection: close` -> connections/s.
 
 `--tls CAFILE` makes echo and handshake speak TLS (verified against CAFILE, SNI `--server-name`).
+`--upgrade HOST/PATH` (repeat) makes handshake worker i name `Host: HOST` and request `/PATH` of the i-th entry
+(round robin), so a proxy that routes on Host and path spreads them over its pools.
 
 Frames the client sends are masked with the all-zero key (RFC 6455 allows any key; this one costs no XOR).
 """
@@ -124,12 +126,25 @@ class WsConn(asyncio.Protocol):
 TLS: dict[str, Any] = {}  # ssl= and server_hostname= for every connection, set by --tls
 
 
+def upgrade_requests(targets: list[str], port: int) -> list[bytes]:
+    """`--upgrade HOST/PATH` entries as upgrade requests (`Host: HOST:port`, `GET /PATH`)."""
+    requests = []
+    for target in targets:
+        host, _, path = target.partition("/")
+        requests.append(upgrade_request(host, port, "/" + path))
+    return requests
+
+
 async def connect(
-    host: str, port: int, on_frame: Callable[[WsConn], None] | None = None, source: str | None = None
+    host: str,
+    port: int,
+    on_frame: Callable[[WsConn], None] | None = None,
+    source: str | None = None,
+    request: bytes | None = None,
 ) -> WsConn:
-    """Open and upgrade one connection."""
+    """Open and upgrade one connection (`request`: another upgrade request than `GET /ws` naming `host`)."""
     loop = asyncio.get_running_loop()
-    req = upgrade_request(host, port)
+    req = request or upgrade_request(host, port)
     local = (source, 0) if source else None
     _, proto = await loop.create_connection(lambda: WsConn(req, on_frame), host, port, local_addr=local, **TLS)
     await asyncio.wait_for(proto.open, CONNECT_TIMEOUT)
@@ -281,13 +296,16 @@ async def run_handshake(a: argparse.Namespace) -> None:
     errors = 0
     stop_at = 0
 
+    requests = upgrade_requests(a.upgrade, a.port)
+
     async def worker(i: int) -> None:
         nonlocal done, errors
         src = a.source[i % len(a.source)] if a.source else None
+        request = requests[i % len(requests)] if requests else None
         while clock() < stop_at:
             t = clock()
             try:
-                c = await connect(a.host, a.port, None, src)
+                c = await connect(a.host, a.port, None, src, request)
                 lat.append(clock() - t)
                 c.transport.write(CLOSE_FRAME)  # type: ignore[union-attr]
                 await asyncio.wait_for(c.closed, CONNECT_TIMEOUT)
@@ -426,6 +444,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tls", metavar="CAFILE", help="speak TLS, verifying against this CA")
     p.add_argument("--server-name", default="bench.test", help="with --tls: the SNI and the name verified")
     p.add_argument("--proxy-header", choices=["v1", "v2"], help="churn: send a PROXY header first")
+    p.add_argument(
+        "--upgrade", action="append", default=[], metavar="HOST/PATH", help="handshake: Host and path (repeat)"
+    )
     a = p.parse_args(argv)
     if a.tls:
         context = ssl.create_default_context(cafile=a.tls)

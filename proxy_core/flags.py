@@ -159,8 +159,6 @@ def build_config(args: argparse.Namespace) -> EngineConfig:
         result = replace(result, pools=(pool,))
     if not any(pool.servers for pool in pools_of(result)):
         raise ConfigError("server", None, "give at least one server: --backend HOST:PORT or [[server]] in the file")
-    if len(result.pools) > 1 and result.workers != 1:
-        raise ConfigError("workers", result.workers, "1 with several [[pool]] tables (workers serve one pool so far)")
     if len(result.pools) > 1 and result.cluster.url:
         raise ConfigError("cluster", result.cluster.url, "no fleet with several [[pool]] tables (one pool so far)")
     return result

@@ -1,4 +1,6 @@
-"""Regenerate screenshots/*.svg from a real demo run (backends, engine, load) driven by Pilot.
+"""Regenerate screenshots/*.svg from a real demo run (two pools: backends, engine, load) driven by Pilot.
+
+main (both pools grouped), routes (`R`), add-form (the pool field), drain (chat/n2), detail (chat/n1), haproxy.
 
 Run: .venv/bin/python scripts/screenshots.py [--out screenshots] [--warmup 8]
 The fleet view (fleet.svg) needs a Redis: WSPROXY_SCREENSHOTS=1 .venv/bin/pytest tests/cluster/test_fleet_dashboard.py
@@ -43,7 +45,7 @@ backend be_ws
 
 
 async def shoot(out: Path, warmup: float) -> None:
-    """Start the demo, drive the dashboard through the four views, save one SVG per view."""
+    """Start the two-pool demo, drive the dashboard through its views, save one SVG per view."""
     launcher = Launcher()
     try:
         await start_demo(launcher)
@@ -57,16 +59,22 @@ async def shoot(out: Path, warmup: float) -> None:
             await pilot.pause(warmup)
             app.clear_notifications()
             await pilot.pause(0.5)
-            app.save_screenshot("main.svg", str(out))
+            app.save_screenshot("main.svg", str(out))  # both pools, grouped under their headers
 
+            await pilot.press("R")  # the routes: what each matched, and the default pool
+            await pilot.pause(3.0)  # two snapshots a second or more apart: the rates column has figures
+            app.save_screenshot("routes.svg", str(out))
+            await pilot.press("escape")
+
+            app.main_screen.backends.select("feed/n2")  # the form proposes the selected server's pool
             await pilot.press("a")
-            await pilot.press(*"b5")
+            await pilot.press(*"n3")
             await pilot.press("tab", *"127.0.0.1:70000")
             await pilot.pause(0.3)
             app.save_screenshot("add-form.svg", str(out))
             await pilot.press("escape")
 
-            app.main_screen.backends.select("b2")
+            app.main_screen.backends.select("chat/n2")
             await pilot.press("d")
             await pilot.pause(0.5)
             await pilot.press("enter")  # the confirmation with its impact preview
@@ -75,7 +83,7 @@ async def shoot(out: Path, warmup: float) -> None:
             await pilot.pause(0.5)
             app.save_screenshot("drain.svg", str(out))
 
-            app.main_screen.backends.select("b1")
+            app.main_screen.backends.select("chat/n1")
             await pilot.press("enter")
             await pilot.pause(1.5)
             app.save_screenshot("detail.svg", str(out))

@@ -16,13 +16,15 @@ COUNTERS = 6
 
 @dataclass
 class Sums:
-    """Engine-wide counters: totals, per server (plus handshake statuses) and per listener."""
+    """Engine-wide counters: totals, per server (plus handshake statuses), per listener and per route."""
 
     totals: list[int] = field(default_factory=lambda: [0] * COUNTERS)
     servers: dict[str, list[int]] = field(default_factory=dict)
     statuses: dict[str, dict[int, int]] = field(default_factory=dict)
     listeners: dict[str, list[int]] = field(default_factory=dict)
     cap_pauses: int = 0
+    routes: dict[str, int] = field(default_factory=dict)  # matches by route key (topology.route_keys)
+    unrouted: dict[str, int] = field(default_factory=dict)  # requests answered 404 / 421, by kind
 
     def add(self, report: dict[str, Any], *, gauges: bool = True) -> None:
         """Add one report; without `gauges` (a dead worker) its active counts are left out."""
@@ -37,6 +39,10 @@ class Sums:
             counts[0] += active if gauges else 0
             counts[1] += total
         self.cap_pauses += report["cap_pauses"]
+        for key, count in report["routes"].items():
+            self.routes[key] = self.routes.get(key, 0) + count
+        for kind, count in report["unrouted"].items():
+            self.unrouted[kind] = self.unrouted.get(kind, 0) + count
 
     def copy(self) -> Sums:
         return Sums(
@@ -45,6 +51,8 @@ class Sums:
             {k: dict(v) for k, v in self.statuses.items()},
             {k: list(v) for k, v in self.listeners.items()},
             self.cap_pauses,
+            dict(self.routes),
+            dict(self.unrouted),
         )
 
     def forget_servers(self, keep: set[str]) -> None:
@@ -52,6 +60,11 @@ class Sums:
         for name in [n for n in self.servers if n not in keep]:
             del self.servers[name]
             self.statuses.pop(name, None)
+
+    def forget_routes(self, keep: set[str]) -> None:
+        """A removed route's matches go with it, as a removed server's history does."""
+        for key in [k for k in self.routes if k not in keep]:
+            del self.routes[key]
 
 
 def _add(acc: list[int], values: list[int], gauges: bool) -> None:

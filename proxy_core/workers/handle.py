@@ -20,6 +20,17 @@ class SyncedRegistry(Registry):
         super().__init__(check, balance, pool)
         self.on_change = on_change
 
+    @classmethod
+    def like(cls, registry: Registry, on_change: Callable[[], None]) -> SyncedRegistry:
+        """An empty registry with the same pools (each with its balance and check) as `registry`."""
+        first = registry.default
+        synced = cls(first.check, on_change, first.balance, first.name)
+        synced.qualified = registry.qualified
+        for pool in registry.pools.values():
+            if pool is not first:
+                synced.add_pool(pool.name, pool.balance, pool.check)
+        return synced
+
     def refresh(self) -> None:
         super().refresh()
         self.on_change()

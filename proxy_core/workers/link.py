@@ -1,8 +1,10 @@
 """The supervisor<->worker channel: length-prefixed orjson messages over a unix socketpair, both ends asyncio.
 
 Messages are JSON objects with a type in "t". Supervisor -> worker:
-  hello {config (pickled EngineConfig, hex), index, count, id_base, pool}   first message, once
-  pool {v, servers: [[name, host, port, weight, max_conns, admin, up], ...]}   after every change; acked
+  hello {config (pickled EngineConfig, hex), index, count, id_base, pool}   first message, once; pool as below
+  pool {v, pools: [[name, balance], ...], qualified, routes: [{Route fields}], plans: {address: {ListenerPlan
+       fields}}, servers: [[name, host, port, weight, max_conns, admin, up, connect_host, pool, short], ...]}
+                           after every change of a server, pool or route; acked (topology.py builds it)
   watch {names}            servers whose open connections the reports should list (the detail endpoint)
   close_server {name, spread, reason}   close that server's connections spread over `spread` s
   close {req, id}          close one connection (local id); answered by `closed {req, ok}`
@@ -11,7 +13,8 @@ Messages are JSON objects with a type in "t". Supervisor -> worker:
 Worker -> supervisor:
   ready {pid, addresses}   listeners bound
   pool_ack {v}             pool version v is in force
-  report {...}             every REPORT_INTERVAL_S: cumulative counters (see worker.Worker.report)
+  report {...}             every REPORT_INTERVAL_S: cumulative counters, route matches by route key and 404/421
+                           answers included (see worker.Worker.report)
   events {events}          batches of handshake/close/connect_failed events, ids already global
 """
 

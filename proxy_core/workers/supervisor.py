@@ -32,6 +32,7 @@ from proxy_core.events import ConnectFailed, ConnectionClosed, Event, Handshake,
 from proxy_core.rebalancer import Rebalancer
 from proxy_core.registry import Server
 from proxy_core.spread import client_key, even_offsets
+from proxy_core.workers import topology
 from proxy_core.workers.aggregate import COUNTERS, Sums
 from proxy_core.workers.handle import SyncedRegistry, WorkerHandle, exit_cause
 from proxy_core.workers.link import Link, Message
@@ -55,15 +56,14 @@ class Supervisor(Engine):
     def __init__(self, config: EngineConfig, control_path: str | None = None) -> None:
         super().__init__(config, control_path)
         self.count: int = config.workers
-        pool = self.registry.default
-        self.registry = SyncedRegistry(config.check, self._pool_changed, pool.balance, pool.name)
+        self.registry = SyncedRegistry.like(self.registry, self._pool_changed)  # every pool, as the Engine's
         self.workers: list[WorkerHandle | None] = [None] * self.count
         self.restarts = 0
         self._reserved: list[socket.socket] = []
         self._listen: list[ListenerConfig] = []
         self._retired = Sums()
         self._id_base = [0] * self.count
-        self._sent_pool: list[list[Any]] | None = None
+        self._sent_pool: topology.State | None = None
         self._pool_version = 0
         self._pool_acked = asyncio.Event()
         self._push_soon = False
@@ -119,7 +119,9 @@ class Supervisor(Engine):
             self._reserved.append(sock)
             bound = sock.getsockname()
             self._listen.append(replace(listen, port=bound[1]))
-            self.listen_addresses.append(format_address(bound[0], bound[1]))
+            address = format_address(bound[0], bound[1])
+            self.listen_addresses.append(address)
+            self.listen_names[address] = (name, listen.default_pool, listen.tls)  # routes are planned from these
 
     async def _start_worker(self, index: int) -> WorkerHandle:
         parent, child = socket.socketpair()
@@ -285,15 +287,15 @@ class Supervisor(Engine):
             return
         events = self.registry.record_connect_failure(server, event.reason, now)
         self.bus.publish_all(events)
-        if events and self.registry.check.type == "none":
+        pool = self.registry.pools.get(server.pool)
+        if events and pool is not None and pool.check.type == "none":
             asyncio.get_running_loop().call_later(PASSIVE_RETRY_S, self.board._retry_passive, server.name)
 
     # -- the pool, pushed to the workers ----------------------------------------------------------
 
-    def _pool(self) -> list[list[Any]]:
-        return [
-            [s.name, s.host, s.port, s.weight, s.max_conns, s.admin, s.health.up, s.connect_host] for s in self.registry
-        ]
+    def _pool(self) -> topology.State:
+        """Every pool's servers, the routes and each listener's plan (as `_plan_routes` left them)."""
+        return topology.state(self.registry, self.board.routes, self.board.routing)
 
     def _pool_changed(self) -> None:
         if not self._push_soon:
@@ -302,11 +304,13 @@ class Supervisor(Engine):
 
     def _push_pool(self) -> None:
         self._push_soon = False
+        if not hasattr(self, "board"):
+            return  # a refresh while starting: the workers' hello carries the state
         pool = self._pool()
         if pool != self._sent_pool:
             self._sent_pool = pool
             self._pool_version += 1
-            self._broadcast({"t": "pool", "v": self._pool_version, "servers": pool})
+            self._broadcast({"t": "pool", "v": self._pool_version, **pool})
 
     async def _operate(self, action: str, name: str | None, fn: Callable[[], Awaitable[T]], detail: str) -> T:
         """As the Engine's, but acknowledged only once every worker applies the change (bounded wait)."""
@@ -342,6 +346,10 @@ class Supervisor(Engine):
          totals.handshakes) = sums.totals  # fmt: skip
         for address, counts in sums.listeners.items():
             board.listener_counts[address] = counts
+        keys = topology.route_keys(board.routes)
+        self._retired.forget_routes(set(keys))
+        board.route_matched = [sums.routes.get(key, 0) for key in keys]
+        board.unrouted = {kind: sums.unrouted.get(kind, 0) for kind in board.unrouted}
         board.cap_pauses = sums.cap_pauses
         if reports:
             board.max_clients = sum(r["max_clients"] for r in reports)
@@ -361,7 +369,9 @@ class Supervisor(Engine):
         self._last_active[server.name] = server.active
         if server.admin == "draining" and before > 0 and server.active == 0 and not server.removed:
             detail = f"{server.name} has no connections left: safe to restart"
-            self.bus.publish(OperatorAction(action="drained", server=server.name, ok=True, detail=detail))
+            self.bus.publish(
+                OperatorAction(action="drained", server=server.name, ok=True, detail=detail, pool=server.pool)
+            )
 
     # -- operations that reach connections ------------------------------------------------------------
 
@@ -436,6 +446,7 @@ class Supervisor(Engine):
     def server_detail(self, name: str) -> dict[str, Any]:
         """As the Engine's; the open connections come from the workers' reports (asked for on the first call)."""
         data = super().server_detail(name)
+        name = data["name"]  # as the workers report it: POOL/NAME for a bare name with several pools
         if name not in self._watch:
             self._watch[name] = time.monotonic() + WATCH_S
             self._send_watch()
@@ -493,7 +504,7 @@ class Supervisor(Engine):
         server = self.registry.get(name)
         if action in ("drain", "disable", "remove") and server.active:
             data["impact"].update(connections=server.active, clients=None)
-            data["impact"]["from"] = {name: {"connections": server.active, "clients": None}}
+            data["impact"]["from"] = {server.name: {"connections": server.active, "clients": None}}
         return data
 
     def status(self) -> dict[str, Any]:

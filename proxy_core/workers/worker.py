@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 import os
 import pickle
 import signal
@@ -17,10 +16,9 @@ import socket
 import sys
 import time
 from dataclasses import replace
-from typing import Any, cast
+from typing import Any
 
-from proxy_core.balancer import BalancePolicy, make_balancer
-from proxy_core.config import EngineConfig, ServerConfig
+from proxy_core.config import EngineConfig
 from proxy_core.datapath.accesslog import AccessLog
 from proxy_core.datapath.edge import Edge, open_listener
 from proxy_core.datapath.listener import Listener
@@ -28,7 +26,9 @@ from proxy_core.datapath.switchboard import Switchboard
 from proxy_core.engine import server_edge
 from proxy_core.events import ConnectFailed, ConnectionClosed, Event, EventBus, Handshake
 from proxy_core.loop import run
-from proxy_core.registry import Registry
+from proxy_core.poolconfig import pools_of
+from proxy_core.registry import Registry, Server
+from proxy_core.workers import topology
 from proxy_core.workers.link import Link, Message
 
 REPORT_INTERVAL_S = 0.25
@@ -77,7 +77,10 @@ class Worker:
         self.index: int = hello["index"]
         self.count: int = hello["count"]
         # The replica never judges health itself: the supervisor's registry does, engine-wide.
-        self.registry = Registry(replace(self.config.check, type="none", max_fails=0), self.config.balance)
+        self.check = replace(self.config.check, type="none", max_fails=0)
+        self._pool: topology.State = hello["pool"]
+        first, balance = self._pool["pools"][0]
+        self.registry = Registry(self.check, balance, first)
         self.bus = ForwardingBus(self.index, self.count)
         self.bus.link = link
         self.access_log: AccessLog | None = None
@@ -88,19 +91,19 @@ class Worker:
         self.done = asyncio.Event()
         self._stopping_task: asyncio.Task[None] | None = None
         self._id_base: int = hello["id_base"]
-        self._pool: list[list[Any]] = hello["pool"]
-        self.configured = {s.name: s for s in self.config.servers}  # their send_proxy / tls settings
+        # Configured servers by (pool, name): their send_proxy / tls settings.
+        self.configured = {(p.name, s.name): s for p in pools_of(self.config) for s in p.servers}
+        self.route_keys: list[str] = []
 
     async def start(self) -> None:
         config = self.config
         if config.access_log:
             self.access_log = AccessLog.open(config.access_log)  # the supervisor checked that it opens
-        self.board = Switchboard(
-            config, self.registry, self.bus, make_balancer(cast(BalancePolicy, config.balance)), self.access_log
-        )
+        self.apply_pool(self._pool)  # the pools first: the switchboard reads their policies
+        self.board = Switchboard(config, self.registry, self.bus, self.registry.default.balancer, self.access_log)
         self.board.next_id = self._id_base
         self.board.id_stride, self.board.id_offset = self.count, self.index  # as ForwardingBus numbers them
-        self.apply_pool(self._pool)
+        self.apply_routes(self._pool)
         self.edge = Edge(self.board, config)
         for listen in config.listen:
             listener = await open_listener(self.edge, listen, reuse_port=True)
@@ -109,31 +112,23 @@ class Worker:
         self.board.listeners = self.listeners
         self.link.send({"t": "ready", "pid": os.getpid(), "addresses": [x.address for x in self.listeners]})
 
-    def apply_pool(self, pool: list[list[Any]]) -> None:
-        """Make the replica match the supervisor's pool: same servers, weights, admin states and health."""
-        now = time.time()
-        seen: set[str] = set()
-        for name, host, port, weight, max_conns, admin, up, connect_host in pool:
-            seen.add(name)
-            server = self.registry.servers.get(name)
-            if server is None or (server.host, server.port) != (host, port):
-                if server is not None:
-                    self._drop(name)
-                per_worker = None if max_conns is None else max(1, math.ceil(max_conns / self.count))
-                server, _ = self.registry.add(ServerConfig(name, host, port, weight, per_worker), now, at_start=True)
-                server.edge = server_edge(self.configured.get(name), server)
-            server.connect_host = connect_host
-            server.weight = weight
-            server.admin = admin
-            server.health.up = bool(up)
-        for name in list(self.registry.servers):
-            if name not in seen:
-                self._drop(name)
-        self.registry.refresh()
+    def apply_pool(self, pushed: topology.State) -> None:
+        """Make the replica match the supervisor's pools: same servers, weights, admin states and health."""
+        topology.replicate(self.registry, pushed, self.check, self.count, time.time(), self._edge_of)
 
-    def _drop(self, name: str) -> None:
-        server = self.registry.servers.pop(name)
-        server.removed = True
+    def _edge_of(self, server: Server) -> Any:
+        return server_edge(self.configured.get((server.pool, server.short)), server)
+
+    def apply_routes(self, pushed: topology.State) -> None:
+        """The routes and each listener's plan, as the supervisor's engine planned them; counts follow their route."""
+        board = self.board
+        board.balancer = self.registry.default.balancer
+        routes = topology.routes_of(pushed)
+        if routes != board.routes:
+            board.route_matched = topology.carry_counts(board.routes, board.route_matched, routes)
+            board.routes = routes
+            self.route_keys = topology.route_keys(routes)
+        board.routing = topology.plans_of(pushed)
 
     # -- reports ------------------------------------------------------------------------------
 
@@ -169,6 +164,8 @@ class Worker:
             "listeners": board.listener_counts,
             "servers": servers,
             "conns": conns,
+            "routes": dict(zip(self.route_keys, board.route_matched, strict=True)),
+            "unrouted": board.unrouted,
         }
 
     def _describe(self, client: Any, now: float) -> dict[str, Any]:
@@ -208,7 +205,8 @@ class Worker:
                 return
             kind = message.get("t")
             if kind == "pool":
-                self.apply_pool(message["servers"])
+                self.apply_pool(message)
+                self.apply_routes(message)
                 self.link.send({"t": "pool_ack", "v": message["v"]})
             elif kind == "watch":
                 self.watched = set(message["names"])

@@ -19,13 +19,14 @@ from proxy_core.flags import build_config
 from tests.conftest import ROOT, unit
 
 GUIDE = ROOT / "docs" / "migrating.md"
+README = ROOT / "README.md"
 EXAMPLE_TOML = ROOT / "examples" / "wsproxy.toml"
 UNIT = ROOT / "examples" / "wsproxy.service"
 FENCE = re.compile(r"^```(?P<lang>\w*)\n(?P<body>.*?)^```", re.MULTILINE | re.DOTALL)
 
 
-def blocks(lang: str) -> list[str]:
-    return [m["body"] for m in FENCE.finditer(GUIDE.read_text(encoding="utf-8")) if m["lang"] == lang]
+def blocks(lang: str, doc: Path = GUIDE) -> list[str]:
+    return [m["body"] for m in FENCE.finditer(doc.read_text(encoding="utf-8")) if m["lang"] == lang]
 
 
 def serve_commands() -> list[list[str]]:
@@ -51,9 +52,10 @@ def essentials(config: EngineConfig) -> tuple[object, ...]:
     )
 
 
-def test_guide_toml_blocks_are_valid() -> None:
-    """Every TOML block in docs/migrating.md is a configuration the engine accepts."""
-    found = blocks("toml")
+@pytest.mark.parametrize("doc", [GUIDE, README], ids=["migrating", "readme"])
+def test_doc_toml_blocks_are_valid(doc: Path) -> None:
+    """Every TOML block in docs/migrating.md and the README is a configuration the engine accepts."""
+    found = blocks("toml", doc)
     assert len(found) >= 3
     for body in found:
         parse_config(tomllib.loads(body))

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import pytest
 import tui_support  # noqa: F401  (puts the repo on sys.path)
+from textual.app import App
+from textual.widgets import Label
+from tui_support import SIZE
 
 from tui import pools as pl
+from tui.widgets.graphs import NAME_MAX, NAME_MIN, Graphs, name_width
+from tui.widgets.status_bar import balance_label
 
 
 @pytest.mark.parametrize(
@@ -49,3 +54,43 @@ def test_route_rates_need_a_window_and_survive_renumbering() -> None:
     assert rates.rate({**route, "index": 1}) == pytest.approx(4.0)
     rates.update([{**route, "matched": 2}], 104.0)
     assert rates.rate(route) is None
+
+
+@pytest.mark.parametrize(
+    ("names", "width"),
+    [
+        (["b1", "b2", "total"], NAME_MIN),  # a single pool keeps the stylesheet's column
+        (["chat/n1", "feed/n2", "total"], 9),  # POOL/NAME: the whole name and its padding
+        (["socketio-fleet/node-12", "total"], NAME_MAX),  # bounded: the sparklines keep their room
+        ([], NAME_MIN),
+    ],
+)
+def test_graph_name_column_fits_pool_names(names: list[str], width: int) -> None:
+    """The graphs' name column widens for POOL/NAME series so `chat/n1` and `chat/n2` do not both read `chat/n`."""
+    assert name_width(names) == width
+
+
+async def test_graph_rows_show_whole_pool_names() -> None:
+    """Rates for chat/n1 and feed/n1: every row's name label gets the widened column, the total row too."""
+    app = App[None]()
+    async with app.run_test(size=SIZE) as pilot:
+        graphs = Graphs()
+        await app.mount(graphs)
+        series = {"active": [1.0], "handshakes": [0.0]}
+        graphs.update_rates({"total": series, "servers": {"chat/n1": series, "feed/n1": series}})
+        await pilot.pause()
+        labels = {str(label.content): label.size.width for label in graphs.query(".graph-name").results(Label)}
+        assert labels == {"total": 9, "chat/n1": 9, "feed/n1": 9}
+
+
+@pytest.mark.parametrize(
+    ("status", "label"),
+    [
+        ({"engine": {"balance": "ip_hash"}, "servers": [{"name": "b1"}]}, "ip_hash"),
+        ({"engine": {"balance": "round_robin"}, "pools": [{"name": "chat"}, {"name": "feed"}]}, "2 pools"),
+        ({"engine": {}}, "?"),
+    ],
+)
+def test_status_bar_balance_with_pools(status: dict, label: str) -> None:
+    """One pool: the engine's balance; several: each pool has its own (the headers show it), so the bar counts them."""
+    assert balance_label(status) == label

@@ -24,7 +24,7 @@ import pytest
 from proxy_core.client import ControlClient
 
 ROOT = Path(__file__).resolve().parents[2]
-READY_S = 45.0  # the demo starts four backends, the engine and the load before drawing
+READY_S = 45.0  # the demo starts six backends (two pools), the engine and the load before drawing
 EXIT_S = 30.0  # the demo engine drains (it has no long-lived clients: well under its 10 s grace)
 
 
@@ -87,8 +87,13 @@ class Dashboard:
         return self.proc.returncode
 
     def close(self) -> None:
-        """Stop the dashboard and everything it started, by PID, whatever the test's outcome."""
-        pids = [*self.children, self.proc.pid]
+        """Stop the dashboard and everything it started, by PID, whatever the test's outcome (also when it failed
+        before the test read the children: they are read now, while the dashboard still runs)."""
+        children = self.children
+        if not children and self.proc.poll() is None:
+            with contextlib.suppress(OSError):
+                children = self.child_pids()
+        pids = [*children, self.proc.pid]
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
@@ -135,9 +140,9 @@ def test_demo_stops_all_its_processes_on_sigterm_or_hangup(
     """The demo's backends, engine and load leave with the dashboard instead of running on unseen."""
     dashboard = Dashboard(["--demo"], tmp_path)
     dashboards.append(dashboard)
-    dashboard.read(b"Backends 4/4", READY_S)
+    dashboard.read(b"Backends 6/6", READY_S)
     dashboard.children = dashboard.child_pids()
-    assert len(dashboard.children) == 6, dashboard.children  # 4 backends, the engine, the load
+    assert len(dashboard.children) == 8, dashboard.children  # chat's 4 and feed's 2 backends, the engine, the load
 
     os.kill(dashboard.proc.pid, sig)
 

@@ -13,25 +13,42 @@ JSON = dict[str, Any]
 # Points shown per sparkline: the last two minutes at the engine's 1 s interval.
 WINDOW = 120
 TOTAL = "total"
+# The name column (padding included): the stylesheet's width fits `b1` or `total`; POOL/NAME servers widen it, up
+# to a bound that leaves the sparklines their room.
+NAME_MIN, NAME_MAX = 8, 18
 
 
 def _tail(values: list[float], window: int = WINDOW) -> list[float]:
     return [float(v) for v in values[-window:]] or [0.0]
 
 
+def name_width(names: list[str]) -> int:
+    """The name column's width for these series: the longest name and its padding, within NAME_MIN..NAME_MAX."""
+    return max(NAME_MIN, min(NAME_MAX, max((len(n) for n in names), default=0) + 2))
+
+
 class GraphRow(Horizontal):
     """One series pair: name, active sparkline and value, handshakes/s sparkline and value."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, name_width: int = NAME_MIN) -> None:
         super().__init__(classes="graph-row")
         self.series = name
+        self.name_width = name_width
 
     def compose(self) -> ComposeResult:
-        yield Label(self.series, classes="graph-name")
+        label = Label(self.series, classes="graph-name")
+        label.styles.width = self.name_width
+        yield label
         yield Sparkline([0.0], summary_function=max, classes="graph-active")
         yield Label("", classes="graph-value graph-active-value")
         yield Sparkline([0.0], summary_function=max, classes="graph-hs")
         yield Label("", classes="graph-value graph-hs-value")
+
+    def fit_name(self, width: int) -> None:
+        """Give the name column `width` cells (every row the same, so the sparklines line up)."""
+        self.name_width = width
+        for label in self.query(".graph-name"):
+            label.styles.width = width
 
     def set_data(self, series: JSON) -> None:
         """Assign fresh lists (Sparkline compares with `!=`; a mutated list would not repaint)."""
@@ -59,12 +76,15 @@ class Graphs(Vertical):
         for name, row in rows.items():
             if name != TOTAL and name not in servers:
                 row.remove()
+        width = name_width([*servers, TOTAL])
         for name in sorted(servers):
             if name not in rows:
-                row = GraphRow(name)
+                row = GraphRow(name, width)
                 container.mount(row)
                 rows[name] = row
         for name, row in rows.items():
+            if row.name_width != width:
+                row.fit_name(width)
             series = rates.get("total") if name == TOTAL else servers.get(name)
             if series is not None:
                 if row.is_mounted:

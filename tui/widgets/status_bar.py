@@ -10,8 +10,16 @@ from textual.widgets import Static
 
 from proxy_core.socketpath import cli_hint
 from tui import format as fmt
+from tui import pools as pl
 
 JSON = dict[str, Any]
+
+
+def balance_label(status: JSON) -> str:
+    """The engine's balance; with several pools each has its own (the table's headers say which), so the count."""
+    if pl.grouped(status):
+        return f"{len(pl.pool_names(status))} pools"
+    return str((status.get("engine") or {}).get("balance", "?"))
 
 
 class StatusBar(Static):
@@ -72,7 +80,7 @@ class StatusBar(Static):
                     pid=str(engine.get("pid", "?")),
                     up=fmt.duration(engine.get("uptime_s")),
                     listen=listeners or "-",
-                    balance=str(engine.get("balance", "?")),
+                    balance=balance_label(self.status),
                     active=str(totals.get("active", 0)),
                     total=str(totals.get("total", 0)),
                     hs=str(totals.get("handshakes", 0)),
