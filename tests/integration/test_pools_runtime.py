@@ -325,3 +325,22 @@ async def test_a_connection_waiting_for_its_head_when_its_route_goes_is_not_stra
         finally:
             writer.close()
     assert answer.startswith(b"HTTP/1.1 200 OK")  # b1 answered /health: the default pool took it
+
+
+async def test_runtime_pools_and_routes_reach_every_worker(
+    start_engine: EngineFactory, echo_backends: Backends
+) -> None:
+    """With --workers 2, a pool, its server and a route added at runtime route every connection, whichever worker
+    accepts it (16 connections: all on one worker has odds 2**-15); removing the route sends them back."""
+    b1, b2 = await echo_backends(2)
+    engine = await start_engine("--backend", b1.flag, "--workers", "2")
+    async with engine.client() as client:
+        await client.add_pool("chat", check={"type": "none"})
+        await client.add("n1", b2.address, pool="chat")
+        await client.add_route("chat", host="chat.example.com")
+        for _ in range(16):
+            await ws_echo(engine.port, "chat.example.com")
+        assert (b1.accepted, b2.accepted) == (0, 16)
+        await client.remove_route("1")
+        await ws_echo(engine.port, "chat.example.com")
+        assert (b1.accepted, b2.accepted) == (1, 16)
