@@ -26,13 +26,13 @@ from proxy_core.datapath.upstream import UpstreamEdge
 from proxy_core.errors import BadRequest, ConfigError, Conflict, NotFound, StateNotSaved, WsproxyError
 from proxy_core.events import EventBus, OperatorAction
 from proxy_core.health import CheckResult
+from proxy_core.poolchanges import PoolChanges
 from proxy_core.poolconfig import PoolConfig, check_to_dict, pools_of, route_key
 from proxy_core.rates import RateHistory
 from proxy_core.rebalancer import Rebalancer
 from proxy_core.registry import Registry, Server
 from proxy_core.resolver import Unresolvable, resolve
 from proxy_core.routing import ListenerPlan, Route, plan_listener
-from proxy_core.topology import TopologyChanges
 
 if TYPE_CHECKING:
     from proxy_core.cluster.store import Cluster
@@ -51,7 +51,7 @@ def server_edge(config: ServerConfig | None, server: Server) -> UpstreamEdge | N
         raise ConfigError(f"server {config.name} tls_ca", exc.path, exc.problem) from exc
 
 
-class Engine(FleetChanges, TopologyChanges):
+class Engine(FleetChanges, PoolChanges):
     """A running proxy: start(), then wait(); every operator action goes through the methods below."""
 
     def __init__(self, config: EngineConfig, control_path: str | None = None) -> None:
@@ -68,7 +68,7 @@ class Engine(FleetChanges, TopologyChanges):
         # also once pools are added at runtime, so adding a pool never turns its traffic into 404s.
         self.implicit_default = len(self.pool_configs) == 1
         self.configured_pools = {p.name for p in self.pool_configs}
-        self.runtime_pools: dict[str, PoolConfig] = {}  # added at runtime (topology.py), kept in the state file
+        self.runtime_pools: dict[str, PoolConfig] = {}  # added at runtime (poolchanges.py), kept in the state file
         self.removed_pools: set[str] = set()  # configured pools removed at runtime
         self.configured_routes: tuple[Route, ...] = config.routes
         self.routes: tuple[Route, ...] = config.routes  # as the operator left them; the switchboard's copy

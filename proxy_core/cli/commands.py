@@ -16,7 +16,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TextIO
 
-from proxy_core.cli import topology
+from proxy_core.cli import pools
 from proxy_core.cli.fleet import format_fleet, format_fleet_plan, format_instances, wait_fleet_drained
 from proxy_core.cli.format import (
     describe,
@@ -213,7 +213,7 @@ def add_commands(commands: Any) -> None:
     p.add_argument(
         "--fresh", action="store_true", help="count only a check passed after this command started (after a restart)"
     )
-    topology.register(commands, common, make, _scope)
+    pools.register(commands, common, make, _scope)
 
 
 # -- running ------------------------------------------------------------------------------------------

@@ -79,7 +79,7 @@ async def remove_route(request: web.Request) -> web.Response:
     return answer({"removed": await engine_of(request).remove_route(ref)})
 
 
-def add_topology_routes(app: web.Application) -> None:
+def add_pool_routes(app: web.Application) -> None:
     app.router.add_get("/v1/pools", get_pools)
     app.router.add_post("/v1/pools", add_pool)
     app.router.add_delete("/v1/pools/{name}", remove_pool)

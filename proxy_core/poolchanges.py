@@ -38,7 +38,7 @@ T = TypeVar("T")
 SHOWN = ("name", "listener", "host", "path_prefix", "sni", "pool")  # a route's fields in the API
 
 
-class TopologyChanges:
+class PoolChanges:
     """add_pool, remove_pool, add_route, remove_route and their read side; state lives on the Engine."""
 
     registry: Registry
