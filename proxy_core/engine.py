@@ -253,6 +253,11 @@ class Engine(FleetChanges, PoolChanges):
         self.routes, dropped = statefile.merge_routes(self.configured_routes, saved, names, listeners)
         self.routes_changed = saved.routes is not None
         self.removed_routes = saved.removed_routes & {route_key(r) for r in self.configured_routes}
+        lost = sorted(
+            {f"{s.pool}/{s.config.name}" for s in saved.servers if s.pool is not None and s.pool not in names}
+        )
+        if lost:
+            dropped.append(f"saved server(s) {', '.join(lost)} skipped: their pool is no longer defined")
         for line in dropped:
             print(f"wsproxy: WARNING: {line}", file=sys.stderr)
         return specs

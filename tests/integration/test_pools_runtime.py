@@ -344,3 +344,28 @@ async def test_runtime_pools_and_routes_reach_every_worker(
         await client.remove_route("1")
         await ws_echo(engine.port, "chat.example.com")
         assert (b1.accepted, b2.accepted) == (1, 16)
+
+
+async def test_the_file_edited_between_runs_wins_over_the_saved_topology(
+    tmp_path: Path, start_engine: EngineFactory, echo_backends: Backends
+) -> None:
+    """Saved runtime changes meet a file that dropped the web pool and its route: web's saved servers are skipped
+    with a warning naming it, the runtime route to web is dropped with one too, the rest is kept."""
+    backends = await echo_backends(4)
+    path = three_pool_file(tmp_path, backends[:3])
+    engine = await start_engine("-c", str(path), listen=None)
+    async with engine.client() as client:
+        await client.add("web/b4", backends[3].address)
+        await client.add_route("web", host="web.example.com", name="w")
+        await client.add_route("api", host="api.example.com", name="a")
+    await engine.stop()
+    text = '[[listener]]\naddress = "127.0.0.1:0"\ndefault_pool = "api"\n'
+    path.write_text(text + pool_table("main", [backends[0]]) + pool_table("api", [backends[2]]))
+    engine = await start_engine("-c", str(path), control=engine.control, listen=None)
+    await engine.wait_line("saved server\\(s\\) web/b2, web/b4 skipped: their pool is no longer defined", stderr=True)
+    await engine.wait_line("saved route to pool web dropped", stderr=True)
+    async with engine.client() as client:
+        status = await client.status()
+    assert [p["name"] for p in status["pools"]] == ["main", "api"]
+    assert [(r["name"], r["pool"]) for r in status["routes"]] == [("a", "api")]  # the file's /web route is gone too
+    assert sorted(s["name"] for s in status["servers"]) == ["api/b3", "main/b1"]
