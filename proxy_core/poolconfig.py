@@ -159,7 +159,7 @@ def route_key(route: Route) -> str:
 
 def find_route(routes: Sequence[Route], ref: str) -> int:
     """The index of the route `ref` names: its 1-based position, or its name."""
-    if ref.isdigit():
+    if ref.isascii() and ref.isdigit():
         position = int(ref)
         if not 1 <= position <= len(routes):
             where = f"1..{len(routes)}" if routes else "there are no routes"

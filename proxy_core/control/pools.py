@@ -64,10 +64,8 @@ async def add_route(request: web.Request) -> web.Response:
 
 
 def route_ref(text: str) -> str:
-    """A route's 1-based position or its name, from a URL path."""
-    if not (text.isascii() and text.isdigit() and len(text) <= len(str(MAX_ROUTES))) and not NAME_PATTERN.fullmatch(
-        text
-    ):
+    """A route's 1-based position or its name, from a URL path (names follow the server name pattern)."""
+    if not NAME_PATTERN.fullmatch(text):
         raise BadRequest(f"invalid route {quote_input(text)}: give its position (1..{MAX_ROUTES}) or its name")
     return text
 
