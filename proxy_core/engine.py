@@ -27,7 +27,7 @@ from proxy_core.errors import BadRequest, ConfigError, Conflict, NotFound, State
 from proxy_core.events import EventBus, OperatorAction
 from proxy_core.health import CheckResult
 from proxy_core.poolchanges import PoolChanges
-from proxy_core.poolconfig import PoolConfig, check_to_dict, pools_of, route_key
+from proxy_core.poolconfig import PoolConfig, check_to_dict, pools_of
 from proxy_core.rates import RateHistory
 from proxy_core.rebalancer import Rebalancer
 from proxy_core.registry import Registry, Server
@@ -155,7 +155,7 @@ class Engine(FleetChanges, PoolChanges):
             self._spawn(self._watch_idle(self.config.timeouts.idle))
 
     def default_pool(self, configured: str | None) -> str | None:
-        """A listener's pool when no route matches: its default_pool, else the pool when there is only one."""
+        """A listener's pool when no route matches: its default_pool, else the first when the file has one pool."""
         if configured is not None:
             return configured
         return self.registry.default.name if self.implicit_default else None
@@ -225,42 +225,6 @@ class Engine(FleetChanges, PoolChanges):
         if saved is not None:
             detail = f"restored {len(pool)} server(s) from {self.state_path}"
             self.bus.publish(OperatorAction(action="state-load", server=None, ok=True, detail=detail))
-
-    def _load_topology(self, saved: statefile.SavedState) -> tuple[PoolConfig, ...]:
-        """The saved pool and route changes laid over the configured ones; returns the pools to load servers into."""
-        specs = statefile.merge_pools(self.pool_configs, saved)
-        names = {spec.name for spec in specs}
-        for spec in self.pool_configs:
-            if spec.name not in names:
-                self.registry.pools.pop(spec.name, None)  # empty still: no server was loaded yet
-                self.removed_pools.add(spec.name)
-                kept = [
-                    s.name for s in spec.servers if self.registry.display_name(spec.name, s.name) not in saved.removed
-                ]
-                if kept:
-                    left = ", ".join(kept)
-                    print(
-                        f"wsproxy: WARNING: pool {spec.name} was removed at runtime; its configured servers "
-                        f"({left}) are not started (take the pool out of the file, or add it again)",
-                        file=sys.stderr,
-                    )
-        for spec in specs:
-            if spec.name not in self.configured_pools:
-                self.runtime_pools[spec.name] = spec
-            if spec.name not in self.registry.pools:
-                self.registry.add_pool(spec.name, spec.balance, spec.check)
-        listeners = {format_address(x.host, x.port) for x in self.config.listen}
-        self.routes, dropped = statefile.merge_routes(self.configured_routes, saved, names, listeners)
-        self.routes_changed = saved.routes is not None
-        self.removed_routes = saved.removed_routes & {route_key(r) for r in self.configured_routes}
-        lost = sorted(
-            {f"{s.pool}/{s.config.name}" for s in saved.servers if s.pool is not None and s.pool not in names}
-        )
-        if lost:
-            dropped.append(f"saved server(s) {', '.join(lost)} skipped: their pool is no longer defined")
-        for line in dropped:
-            print(f"wsproxy: WARNING: {line}", file=sys.stderr)
-        return specs
 
     def save_state(self) -> None:
         """Write the pool's runtime state atomically; called before a mutation is acknowledged."""

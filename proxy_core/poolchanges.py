@@ -1,19 +1,21 @@
 """Pools and routes changed at runtime: the Engine's operations, validated before anything changes, like servers.
 
-Mixed into the Engine. Each change re-plans every listener's routing, refreshes the registry (the hook a supervisor
+Mixed into the Engine, with the start-up side (the saved changes laid over the file's pools and routes). Each
+change re-plans every listener's routing, refreshes the registry (the hook a supervisor
 pushes changes to its workers through), is written to the state file before it is acknowledged and publishes an
 operator event. Parsing and checks are poolconfig's, so the file and the API refuse the same things.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from proxy_core import statefile
 from proxy_core.checker import CheckRunner
 from proxy_core.cluster.scope import CHANGE_SCOPE
-from proxy_core.config import parse_pool
+from proxy_core.config import EngineConfig, format_address, parse_pool
 from proxy_core.errors import BadRequest, ConfigError, Conflict, WsproxyError
 from proxy_core.events import EventBus, OperatorAction
 from proxy_core.health import CheckResult
@@ -54,6 +56,8 @@ class PoolChanges:
     removed_pools: set[str]
     removed_routes: set[str]
     listen_names: dict[str, tuple[str, str | None, bool]]
+    config: EngineConfig
+    pool_configs: tuple[PoolConfig, ...]
 
     async def _operate(self, action: str, name: str | None, fn: Callable[[], Awaitable[T]], detail: str) -> T:
         raise NotImplementedError
@@ -72,6 +76,44 @@ class PoolChanges:
 
     def pools_status(self) -> list[dict[str, Any]]:
         raise NotImplementedError
+
+    # -- start ---------------------------------------------------------------------------------------
+
+    def _load_topology(self, saved: statefile.SavedState) -> tuple[PoolConfig, ...]:
+        """The saved pool and route changes laid over the configured ones; returns the pools to load servers into."""
+        specs = statefile.merge_pools(self.pool_configs, saved)
+        names = {spec.name for spec in specs}
+        for spec in self.pool_configs:
+            if spec.name not in names:
+                self.registry.pools.pop(spec.name, None)  # empty still: no server was loaded yet
+                self.removed_pools.add(spec.name)
+                kept = [
+                    s.name for s in spec.servers if self.registry.display_name(spec.name, s.name) not in saved.removed
+                ]
+                if kept:
+                    left = ", ".join(kept)
+                    print(
+                        f"wsproxy: WARNING: pool {spec.name} was removed at runtime; its configured servers "
+                        f"({left}) are not started (take the pool out of the file, or add it again)",
+                        file=sys.stderr,
+                    )
+        for spec in specs:
+            if spec.name not in self.configured_pools:
+                self.runtime_pools[spec.name] = spec
+            if spec.name not in self.registry.pools:
+                self.registry.add_pool(spec.name, spec.balance, spec.check)
+        listeners = {format_address(x.host, x.port) for x in self.config.listen}
+        self.routes, dropped = statefile.merge_routes(self.configured_routes, saved, names, listeners)
+        self.routes_changed = saved.routes is not None
+        self.removed_routes = saved.removed_routes & {route_key(r) for r in self.configured_routes}
+        lost = sorted(
+            {f"{s.pool}/{s.config.name}" for s in saved.servers if s.pool is not None and s.pool not in names}
+        )
+        if lost:
+            dropped.append(f"saved server(s) {', '.join(lost)} skipped: their pool is no longer defined")
+        for line in dropped:
+            print(f"wsproxy: WARNING: {line}", file=sys.stderr)
+        return specs
 
     # -- reading ------------------------------------------------------------------------------------
 
