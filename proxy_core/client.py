@@ -227,6 +227,45 @@ class ControlClient:
         result: JSON = await self._request("DELETE", "/v1/rebalance")
         return result
 
+    async def pools(self) -> JSON:
+        """`GET /v1/pools`: `{"pools": [POOL, ...]}`."""
+        result: JSON = await self._request("GET", "/v1/pools")
+        return result
+
+    async def add_pool(self, name: str, balance: str | None = None, check: JSON | None = None) -> JSON:
+        """`POST /v1/pools`: a new empty pool with its balance and `[pool.check]` settings; 201 `POOL`."""
+        body: JSON = {"name": name}
+        if balance is not None:
+            body["balance"] = balance
+        if check is not None:
+            body["check"] = check
+        result: JSON = await self._request("POST", "/v1/pools", body=body)
+        return result
+
+    async def remove_pool(self, name: str) -> JSON:
+        """`DELETE /v1/pools/{name}`: 409 naming the routes, listeners or servers that still use it."""
+        result: JSON = await self._request("DELETE", f"/v1/pools/{_seg(name)}")
+        return result
+
+    async def routes(self) -> JSON:
+        """`GET /v1/routes`: `{"routes": [ROUTE, ...], "unrouted": {...}}` in the order they are tried."""
+        result: JSON = await self._request("GET", "/v1/routes")
+        return result
+
+    async def add_route(self, pool: str, position: int | None = None, **match: str | None) -> JSON:
+        """`POST /v1/routes`: a route to `pool` (`match`: name, listener, host, path_prefix, sni) at a 1-based
+        `position` (default: last); 201 `ROUTE`."""
+        body: JSON = {"pool": pool, **{k: v for k, v in match.items() if v is not None}}
+        if position is not None:
+            body["position"] = position
+        result: JSON = await self._request("POST", "/v1/routes", body=body)
+        return result
+
+    async def remove_route(self, ref: str) -> JSON:
+        """`DELETE /v1/routes/{ref}`: by 1-based position or name; `{"removed": ROUTE}`."""
+        result: JSON = await self._request("DELETE", f"/v1/routes/{_seg(ref)}")
+        return result
+
     async def close_connection(self, conn_id: int) -> JSON:
         """`DELETE /v1/connections/{id}`: close one client connection."""
         result: JSON = await self._request("DELETE", f"/v1/connections/{int(conn_id)}")

@@ -26,12 +26,13 @@ from proxy_core.datapath.upstream import UpstreamEdge
 from proxy_core.errors import BadRequest, ConfigError, Conflict, NotFound, StateNotSaved, WsproxyError
 from proxy_core.events import EventBus, OperatorAction
 from proxy_core.health import CheckResult
-from proxy_core.poolconfig import PoolConfig, pools_of
+from proxy_core.poolchanges import PoolChanges
+from proxy_core.poolconfig import PoolConfig, check_to_dict, pools_of
 from proxy_core.rates import RateHistory
 from proxy_core.rebalancer import Rebalancer
 from proxy_core.registry import Registry, Server
 from proxy_core.resolver import Unresolvable, resolve
-from proxy_core.routing import ListenerPlan, plan_listener
+from proxy_core.routing import ListenerPlan, Route, plan_listener
 
 if TYPE_CHECKING:
     from proxy_core.cluster.store import Cluster
@@ -50,7 +51,7 @@ def server_edge(config: ServerConfig | None, server: Server) -> UpstreamEdge | N
         raise ConfigError(f"server {config.name} tls_ca", exc.path, exc.problem) from exc
 
 
-class Engine(FleetChanges):
+class Engine(FleetChanges, PoolChanges):
     """A running proxy: start(), then wait(); every operator action goes through the methods below."""
 
     def __init__(self, config: EngineConfig, control_path: str | None = None) -> None:
@@ -63,6 +64,16 @@ class Engine(FleetChanges):
         self.registry.qualified = len(self.pool_configs) > 1
         for pool in self.pool_configs[1:]:
             self.registry.add_pool(pool.name, pool.balance, pool.check)
+        # A listener without default_pool takes the first pool when the file has one pool (or none: the flags'),
+        # also once pools are added at runtime, so adding a pool never turns its traffic into 404s.
+        self.implicit_default = len(self.pool_configs) == 1
+        self.configured_pools = {p.name for p in self.pool_configs}
+        self.runtime_pools: dict[str, PoolConfig] = {}  # added at runtime (poolchanges.py), kept in the state file
+        self.removed_pools: set[str] = set()  # configured pools removed at runtime
+        self.configured_routes: tuple[Route, ...] = config.routes
+        self.routes: tuple[Route, ...] = config.routes  # as the operator left them; the switchboard's copy
+        self.routes_changed = False  # routes changed at runtime: their order is the state file's from now on
+        self.removed_routes: set[str] = set()  # route_key of configured routes removed at runtime
         self.rates = RateHistory()
         self.started = time.time()
         self.listeners: list[Listener] = []
@@ -93,6 +104,7 @@ class Engine(FleetChanges):
 
     async def start(self) -> None:
         """Bind listeners and start checks; raises ConfigError naming a listener that cannot bind."""
+        self.registry.pool_in_use = self.pool_in_use  # here: a supervisor has replaced the registry by now
         await self._load_pool()
         if self.config.access_log:
             try:
@@ -126,8 +138,8 @@ class Engine(FleetChanges):
             self.listen_addresses.append(listener.address)
             self.board.listener_counts[listener.address] = [0, 0]
             self.listen_names[listener.address] = (name, listen.default_pool, listen.tls)
-        self.board.routes = self.config.routes
-        self.board.route_matched = [0] * len(self.config.routes)
+        self.board.routes = self.routes
+        self.board.route_matched = [0] * len(self.routes)
         self._plan_routes()
         self.board.listeners = self.listeners
         self._spawn(self._sample_rates())
@@ -143,10 +155,10 @@ class Engine(FleetChanges):
             self._spawn(self._watch_idle(self.config.timeouts.idle))
 
     def default_pool(self, configured: str | None) -> str | None:
-        """A listener's pool when no route matches: its default_pool, else the pool when there is only one."""
+        """A listener's pool when no route matches: its default_pool, else the first when the file has one pool."""
         if configured is not None:
             return configured
-        return self.registry.default.name if len(self.registry.pools) == 1 else None
+        return self.registry.default.name if self.implicit_default else None
 
     def _plan_routes(self) -> None:
         """Each listener's routing plan from the current routes (after every route or pool change)."""
@@ -166,7 +178,8 @@ class Engine(FleetChanges):
             self.bus.publish(OperatorAction(action="state-load", server=None, ok=False, detail=problem))
         pool: list[statefile.ServerState] = []
         qualified = self.registry.qualified
-        for i, spec in enumerate(self.pool_configs):
+        specs = self._load_topology(saved) if saved is not None else self.pool_configs
+        for i, spec in enumerate(specs):
             if saved is None:
                 entries = [statefile.ServerState(s) for s in spec.servers]
             else:
@@ -217,7 +230,8 @@ class Engine(FleetChanges):
         """Write the pool's runtime state atomically; called before a mutation is acknowledged."""
         if self.state_path:
             applied = self.cluster.applied if self.cluster is not None else self._cluster_applied
-            statefile.write_atomic(self.state_path, statefile.snapshot(self.registry, self.removed, applied))
+            data = statefile.snapshot(self.registry, self.removed, applied, self.topology_state())
+            statefile.write_atomic(self.state_path, data)
 
     def _spawn(self, coro: Awaitable[Any]) -> None:
         task: asyncio.Task[Any] = asyncio.ensure_future(coro)
@@ -381,6 +395,11 @@ class Engine(FleetChanges):
         self, name: str, address: str, weight: int = 1, max_conns: int | None = None, pool: str | None = None
     ) -> Server:
         if self._fleet("add", name):
+            home = pool or (name.partition("/")[0] if "/" in name else None)
+            if home is not None and home != self.registry.default.name:  # the fleet's stream has no pools yet
+                detail = f"in a fleet, servers join pool {home} per instance (pools are per instance): use --local"
+                self.bus.publish(OperatorAction(action="add", server=name, ok=False, detail=detail))
+                raise Conflict(detail)
             await self._check_add(name, address, max_conns)
             return cast(Server, await self._submit("add", name, address=address, weight=weight, max_conns=max_conns))
 
@@ -578,6 +597,8 @@ class Engine(FleetChanges):
                     "active": sum(s.active for s in members),
                     "total": sum(s.total for s in members),
                     "default_for": defaults.get(name, []),
+                    "check": check_to_dict(runtime.check),
+                    "added": name in self.runtime_pools,
                 }
             )
         return out
@@ -625,21 +646,8 @@ class Engine(FleetChanges):
             },
             "servers": self.registry.snapshot(),
             "pools": self.pools_status(),
-            "routes": [
-                {"index": i, **route_dict(route), "matched": matched}
-                for i, (route, matched) in enumerate(zip(self.board.routes, self.board.route_matched, strict=True))
-            ],
+            "routes": self.routes_status(),
             "unrouted": dict(self.board.unrouted),
             "rebalance": self.rebalancer.status(),
             "cluster": self.cluster.status() if self.cluster is not None else None,
         }
-
-
-def route_dict(route: Any) -> dict[str, Any]:
-    return {
-        "listener": route.listener,
-        "host": route.host,
-        "path_prefix": route.path_prefix,
-        "sni": route.sni,
-        "pool": route.pool,
-    }

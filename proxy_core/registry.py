@@ -7,7 +7,7 @@ and each operation returns the events it caused for the engine to publish.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 from proxy_core.checkspec import CheckConfig
@@ -172,6 +172,9 @@ class Registry:
         self._eligible: tuple[Server, ...] = ()
         self.has_max_conns = False
         self.joined = 0  # times a server became eligible (rebalance auto starts from it)
+        # Whether a pool takes new connections (a route or a listener's default sends there); the engine sets it.
+        # The last server of a pool that takes none may be removed without force: that empties nothing in use.
+        self.pool_in_use: Callable[[str], bool] = lambda pool: True
 
     def __iter__(self) -> Iterator[Server]:
         return iter(self.servers.values())
@@ -275,6 +278,9 @@ class Registry:
         name = self.display_name(home.name, config.name)
         if name in self.servers:
             where = f" in pool {home.name!r}" if self.qualified else ""
+            taken = self.servers[name].pool
+            if not self.qualified and taken != home.name:  # one configured pool: names stay bare (no renames)
+                where = f" in pool {taken!r} (with one pool in the configuration, names are unique across pools)"
             raise Conflict(f"a server named {config.name!r} already exists{where}")
         for other in self.servers.values():
             if other.address == config.address and other.pool == home.name:
@@ -307,7 +313,7 @@ class Registry:
         return [StateChanged(server=server.name, old=old, new=server.state, reason=reason, pool=server.pool)]
 
     def _pool_label(self, server: Server) -> str:
-        return f"the pool {server.pool}" if self.qualified else "the pool"
+        return f"the pool {server.pool}" if self.qualified or len(self.pools) > 1 else "the pool"
 
     def _refuse_if_last(self, server: Server, what: str) -> None:
         """The interlock, per pool: emptying one pool is refused even while other pools have servers."""
@@ -350,6 +356,8 @@ class Registry:
                     raise Conflict(
                         f"{name} has {server.active} live connection(s); drain it first, or force to close them"
                     )
+                if not self.pool_in_use(server.pool):
+                    return server
                 self._refuse_if_last(server, f"removing {name}")
                 if len(self.in_pool(server.pool)) == 1:
                     raise Conflict(

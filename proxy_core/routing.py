@@ -23,6 +23,7 @@ class Route:
     host: str | None = None  # "chat.example.com" or "*.example.com"
     path_prefix: str | None = None  # "/chat" matches /chat, /chat/..., /chat?..., not /chatroom
     sni: str | None = None  # same patterns as host
+    name: str | None = None  # optional, unique: how an operator addresses it (else by its 1-based position)
 
 
 @dataclass(frozen=True, slots=True)

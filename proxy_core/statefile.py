@@ -2,8 +2,10 @@
 
 The file records the pool as the operator left it (servers, weights, admin states, drain deadlines) and
 the configured servers the operator removed. At start it is laid over the configuration: a server added
-to the file since is kept, one removed at runtime stays removed. A corrupt file is moved aside and
-reported; the engine then starts from the configuration alone, never with an empty pool because of it.
+to the file since is kept, one removed at runtime stays removed. Pools and routes the same way: pools added at
+runtime are kept, configured ones removed stay removed, and once routes were changed at runtime their order is
+the file's. A corrupt file is moved aside and reported; the engine then starts from the configuration alone,
+never with an empty pool because of it.
 """
 
 from __future__ import annotations
@@ -15,9 +17,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from proxy_core.config import ServerConfig, parse_address, validate_name, validate_weight
+from proxy_core.config import ServerConfig, parse_address, parse_pool, validate_name, validate_weight
 from proxy_core.errors import ConfigError
+from proxy_core.poolconfig import ROUTE_KEYS, PoolConfig, check_to_dict, parse_route, route_key
 from proxy_core.registry import ADMIN_STATES, Registry
+from proxy_core.routing import Route
 
 STATE_VERSION = 1
 
@@ -37,6 +41,21 @@ class SavedState:
     servers: list[ServerState] = field(default_factory=list)
     removed: set[str] = field(default_factory=set)
     cluster_applied: str | None = None  # the last fleet change applied (proxy_core.cluster), replayed from on start
+    pools: list[PoolConfig] = field(default_factory=list)  # added at runtime (no servers here: those are above)
+    removed_pools: set[str] = field(default_factory=set)  # configured pools removed at runtime
+    routes: list[tuple[Route, bool]] | None = None  # (route, added at runtime), once routes changed at runtime
+    removed_routes: set[str] = field(default_factory=set)  # route_key of configured routes removed at runtime
+
+
+@dataclass(frozen=True, slots=True)
+class Topology:
+    """The runtime changes to pools and routes, as the engine holds them, for the state file."""
+
+    pools: tuple[PoolConfig, ...] = ()
+    removed_pools: frozenset[str] = frozenset()
+    routes: tuple[Route, ...] | None = None  # None: the configured routes, unchanged
+    configured_routes: tuple[Route, ...] = ()
+    removed_routes: frozenset[str] = frozenset()
 
 
 def default_state_path(control_path: str) -> str:
@@ -45,14 +64,17 @@ def default_state_path(control_path: str) -> str:
     return str(path.with_name(f"{path.stem}.state.json"))
 
 
-def snapshot(registry: Registry, removed: set[str], cluster_applied: str | None = None) -> dict[str, Any]:
-    data = {
+def snapshot(
+    registry: Registry, removed: set[str], cluster_applied: str | None = None, topology: Topology | None = None
+) -> dict[str, Any]:
+    first = registry.default.name
+    data: dict[str, Any] = {
         "version": STATE_VERSION,
         "written": time.time(),
         "servers": [
             {
                 "name": s.short,
-                **({"pool": s.pool} if registry.qualified else {}),
+                **({"pool": s.pool} if registry.qualified or s.pool != first else {}),
                 "address": s.address,
                 "weight": s.weight,
                 "max_conns": s.max_conns,
@@ -65,7 +87,31 @@ def snapshot(registry: Registry, removed: set[str], cluster_applied: str | None 
     }
     if cluster_applied is not None:
         data["cluster_applied"] = cluster_applied
+    if topology is not None:
+        data.update(topology_dict(topology))
     return data
+
+
+def topology_dict(topology: Topology) -> dict[str, Any]:
+    """The pool and route keys of the file; absent keys mean "as configured" (so files of older engines load)."""
+    data: dict[str, Any] = {}
+    if topology.pools:
+        data["pools"] = [
+            {"name": p.name, "balance": p.balance, "check": check_to_dict(p.check)} for p in topology.pools
+        ]
+    if topology.removed_pools:
+        data["removed_pools"] = sorted(topology.removed_pools)
+    if topology.routes is not None:
+        configured = {route_key(r) for r in topology.configured_routes}
+        data["routes"] = [{**route_fields(r), "added": route_key(r) not in configured} for r in topology.routes]
+    if topology.removed_routes:
+        data["removed_routes"] = sorted(topology.removed_routes)
+    return data
+
+
+def route_fields(route: Route) -> dict[str, Any]:
+    """A route as its `[[route]]` keys, the unset ones left out (parse_route reads it back)."""
+    return {k: getattr(route, k) for k in ROUTE_KEYS if getattr(route, k) is not None}
 
 
 def write_atomic(path: str, data: dict[str, Any]) -> None:
@@ -123,7 +169,42 @@ def parse(data: object) -> SavedState:
     if applied is not None and not isinstance(applied, str):
         raise ConfigError("state.cluster_applied", applied, "a stream entry id or null")
     state.cluster_applied = applied
+    parse_topology(data, state)
     return state
+
+
+def _names(key: str, value: object) -> set[str]:
+    if not isinstance(value, list) or not all(isinstance(n, str) for n in value):
+        raise ConfigError(key, value, "a list of names")
+    return set(value)
+
+
+def parse_topology(data: dict[str, Any], state: SavedState) -> None:
+    """The optional pool and route keys, checked like the file's `[[pool]]` and `[[route]]` tables."""
+    pools = data.get("pools", [])
+    if not isinstance(pools, list):
+        raise ConfigError("state.pools", pools, "a list")
+    for i, raw in enumerate(pools):
+        key = f"state.pools[{i}]"
+        if not isinstance(raw, dict) or "name" not in raw or not set(raw) <= {"name", "balance", "check"}:
+            raise ConfigError(key, raw, "an object with name, balance and check")
+        state.pools.append(parse_pool(key, raw))
+    state.removed_pools = _names("state.removed_pools", data.get("removed_pools", []))
+    state.removed_routes = _names("state.removed_routes", data.get("removed_routes", []))
+    routes = data.get("routes")
+    if routes is None:
+        return
+    if not isinstance(routes, list):
+        raise ConfigError("state.routes", routes, "a list")
+    state.routes = []
+    for i, raw in enumerate(routes):
+        if not isinstance(raw, dict):
+            raise ConfigError(f"state.routes[{i}]", raw, "an object")
+        added = raw.get("added", False)
+        if not isinstance(added, bool):
+            raise ConfigError(f"state.routes[{i}].added", added, "true or false")
+        route = parse_route(f"state.routes[{i}]", {k: v for k, v in raw.items() if k != "added"})
+        state.routes.append((route, added))
 
 
 def load(path: str) -> tuple[SavedState | None, str | None]:
@@ -175,3 +256,47 @@ def merge(configured: tuple[ServerConfig, ...], saved: SavedState) -> list[Serve
     if not pool:
         return [ServerState(s) for s in configured]
     return pool
+
+
+def merge_pools(configured: tuple[PoolConfig, ...], saved: SavedState) -> tuple[PoolConfig, ...]:
+    """The pools to start with: the configured ones not removed at runtime (never the first), then those added at
+    runtime that the configuration does not define (if it does now, the file's definition wins)."""
+    first = configured[0]
+    kept = [p for p in configured if p is first or p.name not in saved.removed_pools]
+    names = {p.name for p in configured}
+    kept.extend(p for p in saved.pools if p.name not in names)
+    return tuple(kept)
+
+
+def merge_routes(
+    configured: tuple[Route, ...], saved: SavedState, pools: set[str], listeners: set[str]
+) -> tuple[tuple[Route, ...], list[str]]:
+    """The routes to start with, and a line for each saved route dropped.
+
+    Without runtime changes, the configured routes. Else the saved order: a configured route is kept while the
+    file still has it (the file's version), a runtime one while its pool and listener exist; a route new in the
+    file goes after the configured route before it, unless the operator removed it at runtime."""
+    if saved.routes is None:
+        return configured, []
+    by_key = {route_key(r): r for r in configured}
+    routes: list[Route] = []
+    dropped: list[str] = []
+    for route, added in saved.routes:
+        key = route_key(route)
+        if key in by_key:
+            routes.append(by_key[key])
+        elif not added:
+            continue  # taken out of the file since: the file wins
+        elif route.pool not in pools or (route.listener is not None and route.listener not in listeners):
+            dropped.append(f"saved route to pool {route.pool} dropped: its pool or listener is gone")
+        else:
+            routes.append(route)
+    placed = {route_key(r) for r in routes}
+    for i, route in enumerate(configured):
+        key = route_key(route)
+        if key in placed or key in saved.removed_routes:
+            continue
+        before = [j for j, r in enumerate(routes) if route_key(r) in {route_key(c) for c in configured[:i]}]
+        routes.insert(before[-1] + 1 if before else 0, route)
+        placed.add(key)
+    return tuple(routes), dropped

@@ -16,6 +16,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TextIO
 
+from proxy_core.cli import pools
 from proxy_core.cli.fleet import format_fleet, format_fleet_plan, format_instances, wait_fleet_drained
 from proxy_core.cli.format import (
     describe,
@@ -55,6 +56,12 @@ def _name(text: str) -> str:
         len(parts) == 2 and any(p.strip(".") == "" for p in parts)
     ):
         raise argparse.ArgumentTypeError(f"invalid server name {text!r}: use 1-64 of A-Z a-z 0-9 _ . - (or POOL/NAME)")
+    return text
+
+
+def _pool(text: str) -> str:
+    if not NAME_PATTERN.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"invalid pool name {text!r}: use 1-64 of A-Z a-z 0-9 _ . -")
     return text
 
 
@@ -137,10 +144,13 @@ def add_commands(commands: Any) -> None:
     """Register every subcommand except `serve` on cli.py's subparsers."""
     common = _common()
 
-    def command(name: str, action: Action, text: str) -> argparse.ArgumentParser:
-        sub: argparse.ArgumentParser = commands.add_parser(name, parents=[common], help=text, description=text)
+    def make(parsers: Any, name: str, action: Action, text: str) -> argparse.ArgumentParser:
+        sub: argparse.ArgumentParser = parsers.add_parser(name, parents=[common], help=text, description=text)
         sub.set_defaults(handler=lambda args: run(args, action))
         return sub
+
+    def command(name: str, action: Action, text: str) -> argparse.ArgumentParser:
+        return make(commands, name, action, text)
 
     p = command("status", cmd_status, "show the engine and every server")
     p.add_argument("--json", action="store_true", help="print GET /v1/status as JSON")
@@ -153,6 +163,7 @@ def add_commands(commands: Any) -> None:
     p.add_argument("address", type=_address, metavar="HOST:PORT")
     p.add_argument("--weight", type=_int_range(0, MAX_WEIGHT), default=1)
     p.add_argument("--max-conns", type=_int_range(1), default=None)
+    p.add_argument("--pool", type=_pool, help="the pool it joins (or name it POOL/NAME); needed with several pools")
     p = command("drain", cmd_drain, "stop sending new connections to a server; open ones finish")
     p.add_argument("name", type=_name)
     _scope(p)
@@ -202,6 +213,7 @@ def add_commands(commands: Any) -> None:
     p.add_argument(
         "--fresh", action="store_true", help="count only a check passed after this command started (after a restart)"
     )
+    pools.register(commands, common, make, _scope)
 
 
 # -- running ------------------------------------------------------------------------------------------
@@ -295,7 +307,7 @@ async def cmd_instances(client: Source, args: argparse.Namespace) -> int:
 
 
 async def cmd_add(client: Source, args: argparse.Namespace) -> int:
-    server = await client.add(args.name, args.address, args.weight, args.max_conns)
+    server = await client.add(args.name, args.address, args.weight, args.max_conns, pool=args.pool)
     print(f"added {describe(server)}")
     return EXIT_OK
 

@@ -84,16 +84,17 @@ def format_status(status: JSON, now: float) -> str:
     totals = status.get("totals", {})
     check = engine.get("check", {})
     listeners = ", ".join(str(item.get("address")) for item in status.get("listeners", [])) or "-"
+    pools = status.get("pools") or []
+    balance = f"; balance {engine.get('balance')}" if len(pools) <= 1 else ""  # several: each pool's line says it
     lines = [
         f"wsproxy {engine.get('version')} pid {engine.get('pid')}, up {_duration(float(engine.get('uptime_s', 0)))}"
-        f"{' (stopping)' if engine.get('stopping') else ''}; listening on {listeners}; balance {engine.get('balance')}",
+        f"{' (stopping)' if engine.get('stopping') else ''}; listening on {listeners}{balance}",
         f"check {check.get('type')} every {check.get('interval_ms')}ms, rise {check.get('rise')} fall "
         f"{check.get('fall')}; connections {totals.get('active', 0)} active, {totals.get('total', 0)} total, "
         f"{totals.get('connect_failures', 0)} connect failures",
         "",
     ]
     rows = [list(COLUMNS)]
-    pools = status.get("pools") or []
     servers = status.get("servers", [])
     groups: list[tuple[JSON | None, list[JSON]]] = [(None, servers)]
     if len(pools) > 1:  # a line per pool with its totals, then its servers
@@ -142,19 +143,67 @@ def route_lines(status: JSON) -> list[str]:
     if not routes:
         return []
     lines = ["", "routes (first match wins):"]
-    for route in routes:
-        conditions = [
-            f"{key} {clean(route[key])}" for key in ("listener", "host", "path_prefix", "sni") if route.get(key)
-        ]
-        lines.append(
-            f"  {route.get('index')}: {' '.join(conditions) or 'any'} -> {route.get('pool')}, "
-            f"{route.get('matched', 0)} matched"
-        )
-    unrouted = status.get("unrouted") or {}
-    lines.append(
+    lines.extend(f"  {format_route(route)}, {route.get('matched', 0)} matched" for route in routes)
+    lines.append(unrouted_line(status.get("unrouted") or {}))
+    return lines
+
+
+def unrouted_line(unrouted: JSON) -> str:
+    return (
         f"unrouted: {unrouted.get('not_found', 0)} not found (404), {unrouted.get('misdirected', 0)} misdirected (421)"
     )
-    return lines
+
+
+def format_route(route: JSON) -> str:
+    """`2 (chat): host chat.example.com -> chat`: its 1-based position (how commands name it), name, rule, pool."""
+    position = route.get("position", int(route.get("index", 0)) + 1)
+    name = f" ({clean(route['name'])})" if route.get("name") else ""
+    conditions = [f"{key} {clean(route[key])}" for key in ("listener", "host", "path_prefix", "sni") if route.get(key)]
+    return f"{position}{name}: {' '.join(conditions) or 'any'} -> {clean(route.get('pool'))}"
+
+
+def format_routes(data: JSON) -> str:
+    """`wsproxy routes`: every route in the order tried, with matches, then the requests no route took."""
+    lines = [f"{format_route(r)}, {r.get('matched', 0)} matched" for r in data.get("routes") or []]
+    return "\n".join(
+        [*(lines or ["no routes: every listener sends to its default pool"]), unrouted_line(data.get("unrouted") or {})]
+    )
+
+
+POOL_COLUMNS = ("POOL", "BALANCE", "UP", "ACTIVE", "TOTAL", "CHECK", "DEFAULT FOR")
+
+
+def check_label(check: JSON) -> str:
+    """`http /health every 3000ms, rise 2 fall 5`."""
+    if not check:
+        return "-"
+    path = f" {check.get('path')}" if check.get("type") in ("http", "websocket") else ""
+    every = f" every {check.get('interval_ms')}ms, rise {check.get('rise')} fall {check.get('fall')}"
+    return f"{check.get('type')}{path}{every if check.get('type') != 'none' else ''}"
+
+
+def describe_pool(pool: JSON) -> str:
+    """One line after `pool add`: `pool chat (least_conn), check http /health every 3000ms, rise 2 fall 5`."""
+    return f"pool {clean(pool.get('name'))} ({pool.get('balance')}), check {check_label(pool.get('check') or {})}"
+
+
+def format_pools(pools: list[JSON]) -> str:
+    """`wsproxy pools`: a row per pool; `(added)` marks a pool added at run time."""
+    rows = [list(POOL_COLUMNS)]
+    for pool in pools:
+        rows.append(
+            [
+                clean(pool.get("name")) + (" (added)" if pool.get("added") else ""),
+                str(pool.get("balance")),
+                f"{pool.get('up', 0)}/{pool.get('servers', 0)}",
+                str(pool.get("active", 0)),
+                str(pool.get("total", 0)),
+                check_label(pool.get("check") or {}),
+                ", ".join(map(str, pool.get("default_for") or [])) or "-",
+            ]
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(POOL_COLUMNS))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows)
 
 
 def format_event(event: JSON) -> str:

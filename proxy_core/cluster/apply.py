@@ -22,10 +22,12 @@ if TYPE_CHECKING:
 def document(engine: Engine, version: str | None) -> dict[str, Any]:
     """The desired admin state of this engine's pool, as the fleet stores it."""
     pool = statefile.snapshot(engine.registry, engine.removed)
+    first = engine.registry.default.name
+    servers = [s for s in pool["servers"] if s.get("pool", first) == first]  # pools added --local stay local
     return {
         "version": DOC_VERSION,
         "applied": version,
-        "pools": {DEFAULT_POOL: {"servers": pool["servers"], "removed": pool["removed"]}},
+        "pools": {DEFAULT_POOL: {"servers": servers, "removed": pool["removed"]}},
     }
 
 
@@ -77,6 +79,8 @@ def apply_document(engine: Engine, doc: dict[str, Any]) -> None:
     registry, now = engine.registry, time.time()
     wanted = {s.config.name: s for s in saved.servers}
     for server in list(registry):
+        if server.pool != registry.default.name:
+            continue  # the document is the first pool's; another pool's servers were added with --local
         entry = wanted.get(server.name)
         if entry is None or entry.config.address != server.address:
             registry.remove(server.name, force=True)

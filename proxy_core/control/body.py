@@ -41,6 +41,7 @@ _KINDS = {
     "number": "a number",
     "string": "a string",
     "boolean": "true or false",
+    "object": "an object",
 }
 
 
@@ -118,6 +119,8 @@ def validate(data: Mapping[str, Any], specs: Mapping[str, Spec]) -> dict[str, An
 def _is(kind: str, value: Any) -> bool:
     if kind == "boolean":
         return isinstance(value, bool)
+    if kind == "object":
+        return isinstance(value, dict)
     if isinstance(value, bool):
         return False
     if kind == "integer":

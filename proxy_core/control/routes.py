@@ -270,6 +270,7 @@ async def reload_certs(request: web.Request) -> web.Response:
 
 def add_routes(app: web.Application) -> None:
     """Register the v1 API; a path with the wrong method answers 405 through the router."""
+    from proxy_core.control.pools import add_pool_routes
     from proxy_core.control.stream import stream_events
 
     app.router.add_get("/v1/status", get_status)
@@ -290,3 +291,4 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/v1/rebalance", get_rebalance)
     app.router.add_delete("/v1/rebalance", stop_rebalance)
     app.router.add_post("/v1/reload-certs", reload_certs)
+    add_pool_routes(app)

@@ -376,17 +376,22 @@ class Switchboard:
                 client.finish("proxy", f"request {OVERSIZED}")
             elif client.server is not None:
                 self._log_handshake(client)
-        if client.connect_task is None and client.server is None and not client.closed and self.routing:
+        if client.connect_task is None and client.server is None and not client.closed:  # waiting for this head
             plan = self.routing.get(client.listener)
-            if plan is not None and plan.wait_head:  # waiting for this head to pick a pool
-                self.route(client, plan)
-                if not self.log_handshakes:
-                    client.head = None
+            if plan is None:  # the routes changed at runtime while it came: the listener connects at accept now
+                client.connect_task = self._loop.create_task(self._connect(client))
+                return
+            self.route(client, plan)
+            if not self.log_handshakes:
+                client.head = None
 
     def _hello_read(self, client: ClientSide, reader: ClientHelloReader) -> None:
         """A passthrough's ClientHello is read (or is none): route on its SNI, relay the bytes untouched."""
         plan = self.routing.get(client.listener)
-        if client.closed or plan is None:
+        if client.closed:
+            return
+        if plan is None:  # the routes changed at runtime while it came: the listener connects at accept now
+            client.connect_task = self._loop.create_task(self._connect(client))
             return
         client.kind = "raw"
         if reader.state != "done":

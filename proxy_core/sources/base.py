@@ -26,6 +26,7 @@ CAP_PREVIEW = "preview"  # `dry_run` impact previews of drain, disable, weight, 
 CAP_REBALANCE = "rebalance"  # move clients that are on the wrong server
 CAP_DEADLINE = "deadline"  # the proxy itself closes what is left at a drain deadline (else this process must stay)
 CAP_FLEET = "fleet"  # can be one of a fleet (`fleet()`, `scope_changes()`); status `cluster` says if it is
+CAP_POOLS = "pools"  # add and remove pools and routes at run time
 
 
 class Source(ABC):
@@ -84,8 +85,10 @@ class Source(ABC):
     # Mutations: each answers the server's new `SERVER` (remove: `{"removed": name}`)
 
     @abstractmethod
-    async def add(self, name: str, address: str, weight: int = 1, max_conns: int | None = None) -> JSON:
-        """Add a server."""
+    async def add(
+        self, name: str, address: str, weight: int = 1, max_conns: int | None = None, pool: str | None = None
+    ) -> JSON:
+        """Add a server (to `pool`, or the pool a POOL/NAME names, or the only one)."""
 
     @abstractmethod
     async def drain(self, name: str, deadline_s: float | None = None, force: bool = False) -> JSON:
@@ -130,6 +133,32 @@ class Source(ABC):
 
     async def stop_rebalance(self) -> JSON:
         raise self.unsupported("rebalance")
+
+    # Optional (CAP_POOLS): pools and routes at run time; each change answers `POOL` or `ROUTE`
+
+    async def pools(self) -> JSON:
+        """`{"pools": [POOL, ...]}` (those the status lists)."""
+        return {"pools": (await self.status()).get("pools") or []}
+
+    async def add_pool(self, name: str, balance: str | None = None, check: JSON | None = None) -> JSON:
+        raise self.unsupported_topology("adding a pool")
+
+    async def remove_pool(self, name: str) -> JSON:
+        raise self.unsupported_topology("removing a pool")
+
+    async def routes(self) -> JSON:
+        """`{"routes": [ROUTE, ...], "unrouted": {...}}` in the order they are tried."""
+        status = await self.status()
+        return {"routes": status.get("routes") or [], "unrouted": status.get("unrouted") or {}}
+
+    async def add_route(self, pool: str, position: int | None = None, **match: str | None) -> JSON:
+        raise self.unsupported_topology("adding a route")
+
+    async def remove_route(self, ref: str) -> JSON:
+        raise self.unsupported_topology("removing a route")
+
+    def unsupported_topology(self, what: str) -> SourceError:
+        return self.unsupported(what)
 
     # Optional (CAP_FLEET): the fleet this proxy belongs to (docs/cluster.md)
 

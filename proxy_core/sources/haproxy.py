@@ -96,6 +96,15 @@ class HaproxySource(Source):
             return None
         return f"HAProxy's socket {self.target} is at level {self.level}; actions need `stats socket ... level admin`"
 
+    def unsupported_topology(self, what: str) -> SourceError:
+        """Backends and `use_backend` rules are HAProxy's configuration, not something its runtime API changes."""
+        return SourceError(
+            501,
+            "unsupported",
+            f"{what} is not supported by HAProxy's runtime API: backends and use_backend rules live in its "
+            f"configuration (edit haproxy.cfg and reload) ({self.target})",
+        )
+
     async def aclose(self) -> None:
         for task in self._deadlines.values():
             task.cancel()

@@ -10,6 +10,7 @@ from proxy_core.sources.base import (
     CAP_FLEET,
     CAP_HANDSHAKES,
     CAP_MUTATE,
+    CAP_POOLS,
     CAP_PREVIEW,
     CAP_REBALANCE,
     Source,
@@ -25,6 +26,7 @@ WSPROXY_CAPABILITIES = frozenset(
         CAP_PREVIEW,
         CAP_REBALANCE,
         CAP_FLEET,
+        CAP_POOLS,
     }
 )
 

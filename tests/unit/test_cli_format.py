@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
-from proxy_core.cli.format import clean, describe, format_event, format_status, health_label, last_check
+from proxy_core.cli.format import (
+    clean,
+    describe,
+    format_event,
+    format_pools,
+    format_route,
+    format_routes,
+    format_status,
+    health_label,
+    last_check,
+)
 
 NOW = 1_000_000.0
 
@@ -93,7 +103,9 @@ def test_status_groups_servers_by_pool_with_totals_and_lists_routes() -> None:
                     "pool": "chat", "matched": 20}],
         "unrouted": {"not_found": 4, "misdirected": 1},
     }  # fmt: skip
-    lines = format_status(status, NOW).splitlines()[3:]
+    lines = format_status(status, NOW).splitlines()
+    assert lines[0] == "wsproxy 0.1 pid 42, up 5s; listening on 127.0.0.1:8000"  # each pool's line says its balance
+    lines = lines[3:]
     assert lines[0].startswith("NAME") and lines[7] == ""
     assert lines[1] == "pool chat (least_conn): 2/2 up, 6 active, 20 total"
     assert lines[4] == "pool api (round_robin): 1/1 up, 3 active, 10 total; default for 127.0.0.1:8000"
@@ -101,7 +113,7 @@ def test_status_groups_servers_by_pool_with_totals_and_lists_routes() -> None:
     assert lines[6] == "pool spare (round_robin): 0/0 up, 0 active, 0 total"
     assert lines[8:] == [
         "routes (first match wins):",
-        "  0: host chat.example.com -> chat, 20 matched",
+        "  1: host chat.example.com -> chat, 20 matched",
         "unrouted: 4 not found (404), 1 misdirected (421)",
     ]
 
@@ -115,3 +127,42 @@ def test_one_pool_prints_no_pool_line() -> None:
     }  # fmt: skip
     lines = format_status(status, NOW).splitlines()
     assert len(lines) == 5 and lines[4].startswith("b1 ")
+
+
+def test_one_pool_keeps_balance_in_the_header() -> None:
+    """With one pool the header still says its balance, as before pools existed."""
+    status = {
+        "engine": {"version": "0.1", "pid": 1, "uptime_s": 1, "balance": "ip_hash", "check": {}},
+        "listeners": [], "totals": {}, "servers": [], "pools": [{"name": "default", "balance": "ip_hash"}],
+    }  # fmt: skip
+    assert format_status(status, NOW).splitlines()[0].endswith("; balance ip_hash")
+
+
+def test_routes_are_listed_by_position_with_their_names() -> None:
+    """`wsproxy routes`: the 1-based position commands take, the name, the conditions, the pool and the matches."""
+    routes = [
+        {"position": 1, "name": "chat", "host": "chat.example.com", "pool": "chat", "matched": 3},
+        {"position": 2, "name": None, "listener": "127.0.0.1:8000", "path_prefix": "/n", "pool": "n", "matched": 0},
+    ]
+    assert format_routes({"routes": routes, "unrouted": {"not_found": 2}}).splitlines() == [
+        "1 (chat): host chat.example.com -> chat, 3 matched",
+        "2: listener 127.0.0.1:8000 path_prefix /n -> n, 0 matched",
+        "unrouted: 2 not found (404), 0 misdirected (421)",
+    ]
+    assert format_routes({"routes": []}).splitlines()[0] == "no routes: every listener sends to its default pool"
+    assert format_route({"index": 4, "pool": "p", "host": "\x1b[2J"}) == "5: host \\x1b[2J -> p"
+
+
+def test_pools_table_marks_added_pools_and_shows_the_check() -> None:
+    """`wsproxy pools`: a row per pool, columns aligned, the check summarised, runtime pools marked."""
+    pools = [
+        {"name": "default", "balance": "round_robin", "servers": 2, "up": 1, "active": 4, "total": 9,
+         "check": {"type": "tcp", "interval_ms": 3000, "rise": 2, "fall": 5}, "default_for": ["127.0.0.1:8000"]},
+        {"name": "chat", "balance": "ip_hash", "servers": 0, "up": 0, "added": True,
+         "check": {"type": "http", "path": "/health", "interval_ms": 100, "rise": 1, "fall": 3}},
+    ]  # fmt: skip
+    header, first, second = format_pools(pools).splitlines()
+    assert header.split() == ["POOL", "BALANCE", "UP", "ACTIVE", "TOTAL", "CHECK", "DEFAULT", "FOR"]
+    assert first.split()[:5] == ["default", "round_robin", "1/2", "4", "9"] and first.endswith("127.0.0.1:8000")
+    assert second.startswith("chat (added)") and "http /health every 100ms, rise 1 fall 3" in second
+    assert header.index("BALANCE") == first.index("round_robin") == second.index("ip_hash")

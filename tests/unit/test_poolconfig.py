@@ -82,6 +82,11 @@ POOL = '[[pool]]\nname = "{name}"\n[[pool.server]]\naddress = "127.0.0.1:{port}"
         (POOL.format(name="a", port=1) + '[[route]]\npool = "a"\nhost = "a.*.com"\n', "route[0].host"),
         (POOL.format(name="a", port=1) + '[[route]]\npool = "a"\npath_prefix = "x"\n', "route[0].path_prefix"),
         (POOL.format(name="a", port=1) + '[[route]]\npool = "a"\nlistener = "1.2.3.4:5"\n', "route[0].listener"),
+        (POOL.format(name="a", port=1) + '[[route]]\npool = "a"\nname = "12"\n', "route[0].name: invalid value '12'"),
+        (
+            POOL.format(name="a", port=1) + '[[route]]\npool = "a"\nname = "x"\n[[route]]\npool = "a"\nname = "x"\n',
+            "route[1].name: invalid value 'x'; route names must be unique",
+        ),
         ('[[route]]\npool = "a"\n', "routes need [[pool]]"),
         (POOL.format(name="a", port=1) + '[[server]]\naddress = "127.0.0.1:9"\n', "put it inside a pool"),
         ('[[pool]]\n[[pool.server]]\naddress = "127.0.0.1:1"\n', "pool[0].name: invalid value None"),

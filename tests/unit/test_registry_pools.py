@@ -115,3 +115,20 @@ def test_one_pool_keeps_bare_names_and_takes_its_qualified_form() -> None:
     assert list(registry.servers) == ["b1"] and registry.get("default/b1").name == "b1"
     with pytest.raises(NotFound, match="no server named 'b9'"):
         registry.get("b9")
+
+
+def test_the_last_server_of_a_pool_nothing_sends_to_is_removed_without_force() -> None:
+    """The interlock guards pools in use: once no route or default sends to a pool, emptying it takes nothing away;
+    a live connection is still refused."""
+    registry = pools(chat=["n1"], spare=["s1"], old=["o1"])
+    with pytest.raises(Conflict):
+        registry.remove("spare/s1")  # "in use" until the engine says otherwise
+    registry.pool_in_use = lambda pool: pool == "chat"
+    registry.get("old/o1").active = 1
+    with pytest.raises(Conflict) as live:
+        registry.remove("old/o1")
+    assert "1 live connection(s)" in live.value.message
+    registry.remove("spare/s1")
+    with pytest.raises(Conflict):
+        registry.remove("chat/n1")
+    assert list(registry.servers) == ["chat/n1", "old/o1"]
