@@ -104,7 +104,8 @@ def route_match(route: JSON) -> str:
 def route_label(event: JSON) -> str:
     """How the handshake log names the route that matched: `route 2`, or `default` for the listener's pool."""
     route = event.get("route")
-    return "default" if route is None else f"route {route}"
+    # The event carries the route's 0-based index; commands and the routes view count from 1 (`wsproxy route remove 2`).
+    return "default" if route is None else (f"route {route + 1}" if isinstance(route, int) else f"route {route}")
 
 
 def _route_key(route: JSON) -> tuple[Any, ...]:

@@ -66,7 +66,7 @@ async def test_routes_view_lists_routes_rates_and_refusals() -> None:
         assert isinstance(app.screen, RoutesScreen)
         table = app.screen.query_one("#routes-table", DataTable)
         rows = [[c.plain for c in table.get_row(r.key)] for r in table.ordered_rows]
-        assert rows[0] == ["0", "*", "chat.example.com", "*", "*", "chat", "460", "2.0/s"]
+        assert rows[0] == ["1", "*", "chat.example.com", "*", "*", "chat", "460", "2.0/s"]
         assert rows[2][4:] == ["push.example.com", "notify", "16", "0.2/s"]
         text = str(app.screen.query_one("#routes-unrouted").render())
         assert "3 answered 404" in text and "1 answered 421" in text
@@ -113,7 +113,7 @@ async def test_handshake_log_shows_pool_route_and_refusals() -> None:
     async with app.run_test(size=SIZE) as pilot:
         await to_end(pilot)
         lines = list(app.main_screen.handshakes.lines)
-        assert any("→ chat/n2 [chat, route 0]" in line for line in lines)
+        assert any("→ chat/n2 [chat, route 1]" in line for line in lines)
         assert any("→ chat/n1 [chat, default]" in line for line in lines)
         assert any("[no route]" in line and "404 no route" in line for line in lines)
         assert any("421 misdirected" in line for line in lines)

@@ -94,3 +94,16 @@ async def test_graph_rows_show_whole_pool_names() -> None:
 def test_status_bar_balance_with_pools(status: dict, label: str) -> None:
     """One pool: the engine's balance; several: each pool has its own (the headers show it), so the bar counts them."""
     assert balance_label(status) == label
+
+
+@pytest.mark.parametrize(
+    ("event", "label"),
+    [
+        ({"route": 0, "pool": "chat"}, "route 1"),
+        ({"route": 2}, "route 3"),
+        ({"route": None, "pool": "chat"}, "default"),
+    ],
+)
+def test_route_labels_count_from_one_like_the_commands(event: dict[str, object], label: str) -> None:
+    """Events carry the 0-based index; the log shows the position `wsproxy route remove N` takes."""
+    assert pl.route_label(event) == label

@@ -30,6 +30,12 @@ COLUMNS: tuple[tuple[str, str], ...] = (
 )
 
 
+def _position(route: JSON) -> str:
+    """The 1-based position commands take, from an engine that reports only the 0-based index."""
+    index = route.get("index")
+    return str(index + 1) if isinstance(index, int) else "?"
+
+
 def route_cells(route: JSON, rate: float | None) -> tuple[Text, ...]:
     """One route's row; a null field matches anything and shows `*`."""
 
@@ -38,7 +44,7 @@ def route_cells(route: JSON, rate: float | None) -> tuple[Text, ...]:
         return Text(pl.ANY if value is None else clean(value, 40), style="dim" if value is None else "")
 
     return (
-        Text(str(route.get("index", "?")), justify="right"),
+        Text(str(route.get("position") or _position(route)), justify="right"),
         field("listener"),
         field("host"),
         field("path_prefix"),
