@@ -97,6 +97,10 @@ class Edge:
             results.append({"listener": address, "ok": True, "detail": detail})
         return results
 
+    async def reload_all(self) -> list[dict[str, Any]]:
+        """What `reload-certs` does: here the listeners' own reload (with workers, they are asked too)."""
+        return self.reload_certs()
+
     def listener_status(self, address: str, now: float) -> dict[str, Any]:
         """What the status and the dashboard show of a listener beyond its connection counts."""
         listen = self.kinds.get(address)

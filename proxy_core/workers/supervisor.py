@@ -34,6 +34,7 @@ from proxy_core.registry import Server
 from proxy_core.spread import client_key, even_offsets
 from proxy_core.workers import topology
 from proxy_core.workers.aggregate import COUNTERS, Sums
+from proxy_core.workers.edge import WorkersEdge
 from proxy_core.workers.handle import SyncedRegistry, WorkerHandle, exit_cause
 from proxy_core.workers.link import Link, Message
 from proxy_core.workers.rebalance import WorkerRebalancer
@@ -71,6 +72,7 @@ class Supervisor(Engine):
         self._next_req = 0
         self._last_active: dict[str, int] = {}
         self.report_arrived = asyncio.Event()
+        self.worker_edge: WorkersEdge  # set in start(), once the listeners' addresses are known
 
     # -- start and stop ---------------------------------------------------------------------------
 
@@ -91,6 +93,10 @@ class Supervisor(Engine):
             await super().start()
         finally:
             self.config = full
+        self.worker_edge = WorkersEdge(
+            self.board, full, zip(self.listen_addresses, self._listen, strict=True), self._live
+        )
+        self.edge = self.worker_edge  # status, /metrics and reload-certs read the workers' edge
         for address in self.listen_addresses:
             self.board.listener_counts[address] = [0, 0]
         try:
@@ -190,6 +196,7 @@ class Supervisor(Engine):
             self.workers[handle.index] = None
         if handle.report is not None:
             self._retired.add(handle.report, gauges=False)
+            self.worker_edge.retire(handle.report)
             self._id_base[handle.index] = handle.report["next_id"] + ID_MARGIN
         else:
             self._id_base[handle.index] += ID_MARGIN
@@ -261,6 +268,8 @@ class Supervisor(Engine):
                 listen = ", ".join(self.listen_addresses)
                 handle.ready.set_exception(ConfigError("listen", listen, f"an address workers can bind "
                                                        f"({message['error']})"))  # fmt: skip
+            elif kind == "certs_reloaded":
+                self.worker_edge.reloaded(handle.index, message)
         if not handle.ready.done():
             handle.ready.set_exception(ConfigError("workers", self.count, "workers that start (one exited)"))
 
@@ -340,6 +349,7 @@ class Supervisor(Engine):
         reports = [h.report for h in self._live() if h.report is not None]
         for report in reports:
             sums.add(report)
+        self.worker_edge.aggregate(reports)
         board = self.board
         totals = board.totals
         (totals.active, totals.total, totals.connect_failures, totals.closed_bytes_in, totals.closed_bytes_out,

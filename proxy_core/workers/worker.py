@@ -29,6 +29,7 @@ from proxy_core.loop import run
 from proxy_core.poolconfig import pools_of
 from proxy_core.registry import Registry, Server
 from proxy_core.workers import topology
+from proxy_core.workers.edge import edge_report, reload_listed
 from proxy_core.workers.link import Link, Message
 
 REPORT_INTERVAL_S = 0.25
@@ -166,6 +167,7 @@ class Worker:
             "conns": conns,
             "routes": dict(zip(self.route_keys, board.route_matched, strict=True)),
             "unrouted": board.unrouted,
+            "edge": edge_report(self.edge),
         }
 
     def _describe(self, client: Any, now: float) -> dict[str, Any]:
@@ -223,6 +225,9 @@ class Worker:
                 self.stop_accepting()
             elif kind == "shutdown":
                 self._stopping_task = asyncio.ensure_future(self.shutdown(float(message["grace"])))
+            elif kind == "reload_certs":  # the supervisor checked the files; load them for new handshakes
+                results = reload_listed(self.edge, message["listeners"], time.time())
+                self.link.send({"t": "certs_reloaded", "req": message["req"], "results": results})
 
     def on_sigterm(self) -> None:
         """SIGTERM: a quick graceful stop; a second one (the supervisor's second signal): reset everything."""

@@ -1,0 +1,148 @@
+"""The edge with `--workers 2` as real processes: TLS, PROXY and limit counters summed over the workers, reloads
+reaching every worker, per-client limits exact across workers (the reuseport BPF), accept pacing engine-wide."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trustme
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import InvalidStatus
+
+from tests.conftest import EchoBackend, EngineFactory, EngineProc, unit, wait_until
+from tests.integration.test_edge_tls import _write
+
+pytestmark = pytest.mark.asyncio
+HEAVY, LIGHT = "127.0.0.2", "127.0.0.3"
+SPREAD = 16  # new connections per check: P(all on one worker) = 2 * 2**-16
+
+
+@pytest.fixture
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+def _sock_from(source: str, port: int) -> socket.socket:
+    sock = socket.socket()
+    sock.settimeout(unit(5))
+    sock.bind((source, 0))
+    sock.connect(("127.0.0.1", port))
+    return sock
+
+
+async def _open_from(source: str, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    sock = _sock_from(source, port)
+    sock.setblocking(False)
+    return await asyncio.open_connection(sock=sock)
+
+
+async def _ws_from(source: str, port: int) -> ClientConnection | int:
+    """A WebSocket from this source address, checked with one echo; or the HTTP status it was refused with."""
+    try:
+        ws = await connect(f"ws://127.0.0.1:{port}/ws", sock=_sock_from(source, port), open_timeout=unit(5))
+    except InvalidStatus as exc:
+        return exc.response.status_code
+    await ws.send("ping")
+    assert await asyncio.wait_for(ws.recv(), unit(5)) == "ping"
+    return ws
+
+
+async def _status(engine: EngineProc) -> dict[str, Any]:
+    async with engine.client() as client:
+        data: dict[str, Any] = await client.status()
+        return data
+
+
+async def _metrics(engine: EngineProc) -> str:
+    async with engine.client() as client:
+        return str((await client._http.get("/metrics")).text)
+
+
+def _by_address(status: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {item["address"]: item for item in status["listeners"]}
+
+
+async def _edge_engine(
+    start_engine: EngineFactory, tmp_path: Path, backend: EchoBackend, ca: trustme.CA, limits: str
+) -> tuple[EngineProc, str, str, str]:
+    """--workers 2 with a TLS, a PROXY (from HEAVY only) and a plain listener; their addresses."""
+    cert, key = _write(tmp_path / "a", ca.issue_cert("a.test", "old.test"))
+    config = tmp_path / "wsproxy.toml"
+    config.write_text(
+        f'[[listener]]\naddress = "127.0.0.1:0"\ntls_cert = "{cert}"\ntls_key = "{key}"\n\n'
+        f'[[listener]]\naddress = "127.0.0.1:0"\nproxy_protocol = true\nproxy_protocol_from = ["{HEAVY}"]\n\n'
+        f'[[listener]]\naddress = "127.0.0.1:0"\n\n[limits]\n{limits}\n'
+    )
+    engine = await start_engine("-c", str(config), "--workers", "2", "--backend", backend.flag, listen=None)
+    tls, proxy, plain = [item["address"] for item in (await _status(engine))["listeners"]]
+    return engine, tls, proxy, plain
+
+
+def _port(address: str) -> int:
+    return int(address.rsplit(":", 1)[1])
+
+
+async def test_edge_counters_are_summed_over_the_workers(
+    start_engine: EngineFactory, echo_backends: Callable[..., Any], tmp_path: Path, ca: trustme.CA
+) -> None:
+    """Failed TLS handshakes, bad PROXY headers, refused sources and limit refusals from both workers add up in
+    status, /metrics and the dashboard's data, and survive a worker's restart."""
+    (backend,) = await echo_backends(1)
+    engine, tls, proxy, plain = await _edge_engine(start_engine, tmp_path, backend, ca, "max_conns_per_client = 1")
+    listeners = _by_address(await _status(engine))
+    assert listeners[tls]["tls"] is True and "a.test" in listeners[tls]["names"] and listeners[tls]["days_left"] > 300
+    assert listeners[proxy]["proxy_protocol"] is True
+    for _ in range(SPREAD):  # plaintext on the TLS port, each a new 4-tuple: both workers see some
+        reader, writer = await asyncio.open_connection("127.0.0.1", _port(tls))
+        writer.write(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        with contextlib.suppress(ConnectionError):
+            await asyncio.wait_for(reader.read(), unit(5))
+        writer.close()
+    for source, data in [(LIGHT, b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\r\n")] * 4 + [(HEAVY, b"GARBAGE\r\n\r\n")] * 6:
+        reader, writer = await _open_from(source, _port(proxy))
+        writer.write(data)
+        with contextlib.suppress(ConnectionError):
+            await asyncio.wait_for(reader.read(), unit(5))
+        writer.close()
+    results = [await _ws_from(HEAVY, _port(plain)) for _ in range(8)]
+    admitted = [r for r in results if not isinstance(r, int)]
+    assert all(r == 429 for r in results if isinstance(r, int))
+    refused = len(results) - len(admitted)
+
+    async def counted() -> dict[str, Any] | None:
+        data = await _status(engine)
+        by = _by_address(data)
+        done = by[tls]["handshake_failures"] >= SPREAD and by[proxy]["bad_headers"] >= 6
+        return data if done and by[proxy]["refused_sources"] >= 4 and data["limits"]["refused"] >= refused else None
+
+    data = await wait_until(counted, what="every worker's edge counters in the status")
+    by = _by_address(data)
+    assert by[tls]["handshake_failures"] == SPREAD
+    assert by[tls]["failures_by_reason"] == {"plaintext HTTP on a TLS port": SPREAD}
+    assert (by[proxy]["bad_headers"], by[proxy]["refused_sources"]) == (6, 4)
+    assert data["limits"]["refused"] == refused
+    assert data["limits"]["top_refused"] == [{"client": HEAVY, "refused": refused}]
+    metrics = await _metrics(engine)
+    assert f'wsproxy_listener_tls_handshake_failures_total{{listener="{tls}"}} {SPREAD}.0' in metrics
+    assert f'wsproxy_listener_proxy_header_failures_total{{listener="{proxy}"}} 6.0' in metrics
+    assert f"wsproxy_limit_refused_total {refused}.0" in metrics
+    for ws in admitted:
+        await ws.close()
+    pid = data["engine"]["workers"][0]["pid"]
+    os.kill(pid, signal.SIGKILL)  # a dead worker's counts stay in the engine's totals
+
+    async def restarted() -> dict[str, Any] | None:
+        now = await _status(engine)
+        pids = [w["pid"] for w in now["engine"]["workers"]]
+        return now if pid not in pids and None not in pids and now["engine"]["worker_restarts"] == 1 else None
+
+    after = _by_address(await wait_until(restarted, timeout=10, what="worker 0 restarted"))
+    assert after[tls]["handshake_failures"] == SPREAD and after[proxy]["bad_headers"] == 6
