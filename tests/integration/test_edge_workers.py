@@ -18,7 +18,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
 
 from tests.conftest import EchoBackend, EngineFactory, EngineProc, unit, wait_until
-from tests.integration.test_edge_tls import _write
+from tests.integration.test_edge_tls import _client_context, _write
 
 pytestmark = pytest.mark.asyncio
 HEAVY, LIGHT = "127.0.0.2", "127.0.0.3"
@@ -146,3 +146,54 @@ async def test_edge_counters_are_summed_over_the_workers(
 
     after = _by_address(await wait_until(restarted, timeout=10, what="worker 0 restarted"))
     assert after[tls]["handshake_failures"] == SPREAD and after[proxy]["bad_headers"] == 6
+
+
+async def _served_names(port: int, ca: trustme.CA) -> set[str]:
+    """The DNS names of the certificate served to SPREAD new handshakes (new 4-tuples: both workers answer)."""
+    seen: set[str] = set()
+    for _ in range(SPREAD):
+        _, writer = await asyncio.wait_for(
+            asyncio.open_connection("127.0.0.1", port, ssl=_client_context(ca), server_hostname="a.test"), unit(5)
+        )
+        seen.add(" ".join(v for _, v in writer.get_extra_info("peercert")["subjectAltName"]))
+        writer.close()
+    return seen
+
+
+async def test_reload_certs_reaches_every_worker_and_a_bad_file_changes_nothing(
+    start_engine: EngineFactory,
+    echo_backends: Callable[..., Any],
+    tmp_path: Path,
+    ca: trustme.CA,
+    wsproxy_cli: Callable[..., Any],
+) -> None:
+    """reload-certs and SIGHUP: every worker serves the new files to new handshakes while a live wss connection
+    keeps going; a bad file is refused with the reason before any worker is touched."""
+    (backend,) = await echo_backends(1)
+    cert, key = _write(tmp_path / "a", ca.issue_cert("a.test", "old.test"))
+    config = tmp_path / "wsproxy.toml"
+    config.write_text(f'[[listener]]\naddress = "127.0.0.1:0"\ntls_cert = "{cert}"\ntls_key = "{key}"\n')
+    engine = await start_engine("-c", str(config), "--workers", "2", "--backend", backend.flag, listen=None)
+    assert await _served_names(engine.port, ca) == {"a.test old.test"}
+    live = await connect(f"wss://a.test:{engine.port}/ws", ssl=_client_context(ca), host="127.0.0.1")
+    try:
+        _write(tmp_path / "a", ca.issue_cert("a.test", "new.test"))
+        result = await wsproxy_cli("reload-certs", "--control", engine.control)
+        assert result.code == 0 and "loaded 1 certificate" in result.out and "in 2 worker(s)" in result.out, result
+        assert await _served_names(engine.port, ca) == {"a.test new.test"}
+        await live.send("still here")
+        assert await asyncio.wait_for(live.recv(), unit(5)) == "still here"
+        cert.write_text("not a certificate\n")
+        result = await wsproxy_cli("reload-certs", "--control", engine.control)
+        assert result.code == 1 and "is not a PEM certificate" in result.err and str(cert) in result.err, result
+        assert await _served_names(engine.port, ca) == {"a.test new.test"}  # no worker changed
+        _write(tmp_path / "a", ca.issue_cert("a.test", "hup.test"))
+        os.kill(engine.pid, signal.SIGHUP)
+        await engine.wait_line("SIGHUP: .* reloaded", 5)
+        assert await _served_names(engine.port, ca) == {"a.test hup.test"}
+        await live.send("after two reloads")
+        assert await asyncio.wait_for(live.recv(), unit(5)) == "after two reloads"
+        status = await _status(engine)
+        assert status["listeners"][0]["reloads"] == 2 and "a.test" in status["listeners"][0]["names"]
+    finally:
+        await live.close()
