@@ -6,6 +6,7 @@ Shared by the single-process engine and the workers; a plain listener gets the p
 
 from __future__ import annotations
 
+import socket
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -119,9 +120,11 @@ class Edge:
         return admission.stats() if admission is not None else {"refused": 0, "top_refused": []}
 
 
-async def open_listener(edge: Edge, listen: ListenerConfig, reuse_port: bool = False) -> Listener:
-    """Prepare, bind and register one listener; OSError from binding is left to the caller to word."""
+async def open_listener(
+    edge: Edge, listen: ListenerConfig, reuse_port: bool = False, sock: socket.socket | None = None
+) -> Listener:
+    """Prepare, bind (or take `sock`, already listening) and register one listener; OSError is the caller's to word."""
     listener = edge.prepare(listen, reuse_port)
-    await listener.open()
+    await listener.open(sock)
     edge.opened(listener, listen)
     return listener

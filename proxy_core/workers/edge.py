@@ -14,6 +14,7 @@ import copy
 import heapq
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from typing import Any
 
 from proxy_core.config import EngineConfig
@@ -50,6 +51,14 @@ def edge_report(edge: Edge) -> Counters:
             limits["clients"] = dict(clients.top_refused(TOP_REPORTED))
         limits["accept_pauses"] = admission.pacer.pauses if admission.pacer else 0
     return {"listeners": listeners, "limits": limits}
+
+
+def worker_edge_config(config: EngineConfig, count: int) -> EngineConfig:
+    """A worker's share of the limits: `max_accept_rate` is engine-wide, so each of `count` workers paces rate/N."""
+    limits = config.limits
+    if not limits.max_accept_rate:
+        return config
+    return replace(config, limits=replace(limits, max_accept_rate=limits.max_accept_rate / count))
 
 
 def add_counters(acc: Counters, more: Counters) -> None:

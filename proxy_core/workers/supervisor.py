@@ -38,6 +38,7 @@ from proxy_core.workers.edge import WorkersEdge
 from proxy_core.workers.handle import SyncedRegistry, WorkerHandle, exit_cause
 from proxy_core.workers.link import Link, Message
 from proxy_core.workers.rebalance import WorkerRebalancer
+from proxy_core.workers.reuseport import HeldListeners
 
 T = TypeVar("T")
 START_TIMEOUT_S = 15.0  # interpreter start, imports and binding
@@ -61,6 +62,7 @@ class Supervisor(Engine):
         self.workers: list[WorkerHandle | None] = [None] * self.count
         self.restarts = 0
         self._reserved: list[socket.socket] = []
+        self._held = HeldListeners()  # with per-client limits: one socket per worker, a client on one worker
         self._listen: list[ListenerConfig] = []
         self._retired = Sums()
         self._id_base = [0] * self.count
@@ -81,6 +83,7 @@ class Supervisor(Engine):
         full = self.config
         check_certificates(full)  # each worker loads them too; a bad file stops the start here, named
         self._reserve_ports()
+        self._hold_listeners()
         if full.access_log:  # each worker appends to it: refuse at start, naming it, if it cannot be opened
             try:
                 AccessLog.open(full.access_log).close()
@@ -103,6 +106,7 @@ class Supervisor(Engine):
             handles = await asyncio.gather(*(self._start_worker(i) for i in range(self.count)))
         except BaseException:
             await self._kill_all()
+            self._held.close()
             raise
         for handle in handles:
             self._spawn(self._watch_worker(handle))
@@ -129,12 +133,22 @@ class Supervisor(Engine):
             self.listen_addresses.append(address)
             self.listen_names[address] = (name, listen.default_pool, listen.tls)  # routes are planned from these
 
+    def _hold_listeners(self) -> None:
+        """With per-client limits, the listening sockets are the supervisor's, in worker order (reuseport.py)."""
+        try:
+            self._held.open(self._listen, self.config.limits, self.count)
+        except OSError as exc:
+            self._held.close()
+            listen = ", ".join(self.listen_addresses)
+            raise ConfigError("listen", listen, f"an address workers can share by client ({exc.strerror})") from exc
+
     async def _start_worker(self, index: int) -> WorkerHandle:
         parent, child = socket.socketpair()
+        held = self._held.fds(index)
         try:
             proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "proxy_core.workers.worker", str(child.fileno()),
-                pass_fds=(child.fileno(),), stdin=asyncio.subprocess.DEVNULL,
+                pass_fds=(child.fileno(), *held.values()), stdin=asyncio.subprocess.DEVNULL,
             )  # fmt: skip
         finally:
             child.close()
@@ -150,6 +164,7 @@ class Supervisor(Engine):
                 "count": self.count,
                 "id_base": self._id_base[index],
                 "pool": self._pool(),
+                "held": held,
             }
         )
         self._send_watch(handle)
@@ -209,6 +224,7 @@ class Supervisor(Engine):
     def close_listeners(self) -> None:
         super().close_listeners()
         self._broadcast({"t": "stop"})
+        self._held.close()
 
     def request_stop(self) -> None:
         if self.stopping:  # the second signal: workers reset what they still hold and exit

@@ -8,6 +8,7 @@ import contextlib
 import os
 import signal
 import socket
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
 
 from tests.conftest import EchoBackend, EngineFactory, EngineProc, unit, wait_until
+from tests.integration.tcp_peers import TcpServer, echo
 from tests.integration.test_edge_tls import _client_context, _write
 
 pytestmark = pytest.mark.asyncio
@@ -197,3 +199,80 @@ async def test_reload_certs_reaches_every_worker_and_a_bad_file_changes_nothing(
         assert status["listeners"][0]["reloads"] == 2 and "a.test" in status["listeners"][0]["names"]
     finally:
         await live.close()
+
+
+async def _attempts(source: str, port: int, n: int) -> tuple[list[ClientConnection], list[int]]:
+    """`n` WebSockets from `source`: those accepted (open) and the statuses of those refused."""
+    results = [await _ws_from(source, port) for _ in range(n)]
+    return [r for r in results if not isinstance(r, int)], [r for r in results if isinstance(r, int)]
+
+
+async def test_per_client_limit_is_exact_across_workers_and_restarts(
+    start_engine: EngineFactory, echo_backends: Callable[..., Any]
+) -> None:
+    """max_conns_per_client 3 with two workers: from one address exactly 3 of 6 WebSockets are accepted and the rest
+    get 429, another address has its own 3; after a worker restart a client is still counted on one worker."""
+    (backend,) = await echo_backends(1)
+    engine = await start_engine("--workers", "2", "--backend", backend.flag, "--max-conns-per-client", "3")
+    held: list[ClientConnection] = []
+    try:
+        for source in (HEAVY, LIGHT):
+            accepted, refused = await _attempts(source, engine.port, 6)
+            held.extend(accepted)
+            assert (len(accepted), refused) == (3, [429] * 3), source
+
+        async def reported() -> dict[str, Any] | None:
+            now = await _status(engine)
+            return now if now["limits"]["refused"] >= 6 and now["totals"]["active"] == 6 else None
+
+        data = await wait_until(reported, what="both workers' refusals and connections reported")
+        tops = {item["client"]: item["refused"] for item in data["limits"]["top_refused"]}
+        assert data["limits"]["refused"] == 6 and tops == {HEAVY: 3, LIGHT: 3}
+        assert sorted(w["active"] for w in data["engine"]["workers"]) == [3, 3]  # one client per worker
+        victim = data["engine"]["workers"][0]["pid"]
+        os.kill(victim, signal.SIGKILL)  # its client's connections go with it; the other's stay on the survivor
+
+        async def restarted() -> bool:
+            pids = [w["pid"] for w in (await _status(engine))["engine"]["workers"]]
+            return victim not in pids and None not in pids
+
+        await wait_until(restarted, timeout=10, what="worker 0 restarted")
+        again = {source: await _attempts(source, engine.port, 4) for source in (HEAVY, LIGHT)}
+        for accepted, _ in again.values():
+            held.extend(accepted)
+        counts = sorted(len(accepted) for accepted, _ in again.values())
+        assert counts == [0, 3], again  # the survivor's client is still full; the dead worker's has its 3 again
+    finally:
+        for ws in held:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(ws.close(), unit(2))
+
+
+async def test_max_accept_rate_is_engine_wide_with_workers(start_engine: EngineFactory) -> None:
+    """60 clients at once under max_accept_rate 40/s with two workers: all served and counted, paced over more
+    than a second (each worker takes rate/2), the pauses of both workers summed."""
+    backend = await TcpServer(echo).start()
+    try:
+        engine = await start_engine(
+            "--workers", "2", "--backend", backend.flag, "--check", "none", "--max-accept-rate", "40"
+        )
+        started = time.monotonic()
+        clients = await asyncio.gather(*(_open_from(HEAVY if i % 2 else LIGHT, engine.port) for i in range(60)))
+        for _, writer in clients:
+            writer.write(b"ping")
+        results = await asyncio.gather(*(asyncio.wait_for(r.readexactly(4), unit(10)) for r, _ in clients))
+        elapsed = time.monotonic() - started
+        assert results == [b"ping"] * 60
+        assert elapsed >= 1.2, elapsed  # 60 at 40/s with a burst of 2 per worker: about 1.4 s at the least
+
+        async def counted() -> dict[str, Any] | None:
+            now = await _status(engine)
+            return now if now["totals"]["total"] >= 60 else None
+
+        data = await wait_until(counted, what="60 connections counted over both workers")
+        assert data["totals"]["total"] == 60 and data["listeners"][0]["total"] == 60
+        assert data["limits"]["accept_pauses"] >= 5
+        for _, writer in clients:
+            writer.close()
+    finally:
+        await backend.stop()
