@@ -11,10 +11,11 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from proxy_core.config import EngineConfig, format_address
-from proxy_core.datapath.intake import Admission, ProxyIntake, Summary, TlsClientSide
+from proxy_core.datapath.intake import Admission, ProxyIntake, Summary, TlsGate
 from proxy_core.datapath.listener import Listener
 from proxy_core.datapath.relay import ClientSide
 from proxy_core.datapath.tls import CertProblem, ListenerTls
+from proxy_core.datapath.tlsdeadline import HandshakeDeadline
 from proxy_core.edgeconfig import ListenerConfig
 from proxy_core.errors import ConfigError
 
@@ -53,19 +54,20 @@ class Edge:
                 raise ConfigError(f"listener {where}", exc.path, exc.problem) from exc
             tls.on_failure = self._tls_failed
             listener.edge_tls = tls
+        deadline = HandshakeDeadline(tls, handshake_timeout) if tls is not None else None
         if listen.proxy_protocol:
             # The header comes first in plaintext; with TLS the gate starts the handshake after it.
             intake = ProxyIntake(board, listen, self.config.timeouts.head)
             intake.listener = listener
-            if tls is not None:
+            if tls is not None and deadline is not None:
                 intake.tls = tls
-                intake.tls_handshake_timeout = handshake_timeout
+                intake.tls_handshake_timeout = deadline.backstop
+                intake.tls_deadline = deadline
             listener.factory = intake.gate
             listener.edge_intake = intake
-        elif tls is not None:
-            listener.ssl = tls.front
-            listener.ssl_handshake_timeout = handshake_timeout
-            listener.factory = lambda: TlsClientSide(board, listener.address)
+        elif deadline is not None:
+            # The engine starts the handshake on the raw connection, so the head deadline closes and counts it.
+            listener.factory = lambda: TlsGate(board, listener.address, deadline)
         else:
             listener.factory = lambda: ClientSide(board, listener.address)
         return listener

@@ -20,7 +20,7 @@ from websockets.exceptions import InvalidStatus
 
 from tests.conftest import EchoBackend, EngineFactory, EngineProc, unit, wait_until
 from tests.integration.tcp_peers import TcpServer, echo
-from tests.integration.test_edge_tls import _client_context, _write
+from tests.integration.test_edge_tls import _client_context, _write, slow_handshakes
 
 pytestmark = pytest.mark.asyncio
 HEAVY, LIGHT = "127.0.0.2", "127.0.0.3"
@@ -276,3 +276,17 @@ async def test_max_accept_rate_is_engine_wide_with_workers(start_engine: EngineF
             writer.close()
     finally:
         await backend.stop()
+
+
+async def test_a_slow_handshake_is_closed_and_counted_in_a_worker(
+    start_engine: EngineFactory, echo_backends: Callable[..., Any], tmp_path: Path, ca: trustme.CA
+) -> None:
+    """A worker closes a TLS handshake not done by `timeouts.head`; the supervisor shows it as a "timeout"."""
+    (backend,) = await echo_backends(1)
+    cert, key = _write(tmp_path / "a", ca.issue_cert("a.test"))
+    config = tmp_path / "wsproxy.toml"
+    config.write_text(
+        f'[[listener]]\naddress = "127.0.0.1:0"\ntls_cert = "{cert}"\ntls_key = "{key}"\n\n[timeouts]\nhead = 0.5\n'
+    )
+    engine = await start_engine("-c", str(config), "--workers", "2", "--backend", backend.flag, listen=None)
+    await slow_handshakes(engine.port, engine)
