@@ -279,7 +279,7 @@ async def slow_handshakes(port: int, engine: EngineProc, listener: int = 0) -> N
         with contextlib.suppress(ConnectionError):
             assert await asyncio.wait_for(reader.read(), unit(5)) == b""
     elapsed = asyncio.get_running_loop().time() - started
-    assert 0.3 <= elapsed < 2.0, elapsed
+    assert 0.3 <= elapsed < unit(2.0), elapsed
     async with engine.client() as client:
 
         async def counted() -> dict[str, object] | None:

@@ -248,6 +248,37 @@ async def test_per_client_limit_is_exact_across_workers_and_restarts(
                 await asyncio.wait_for(ws.close(), unit(2))
 
 
+def _has_ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as sock:
+            sock.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _has_ipv6_loopback(), reason="no IPv6 loopback")
+async def test_per_client_limit_is_exact_for_an_ipv6_client(
+    start_engine: EngineFactory, echo_backends: Callable[..., Any]
+) -> None:
+    """On an IPv6 listener the program reads the IPv6 source: 2 of 8 WebSockets from ::1 at max 2, not 2 per worker."""
+    (backend,) = await echo_backends(1)
+    engine = await start_engine(
+        "--workers", "2", "--backend", backend.flag, "--max-conns-per-client", "2", listen="[::1]:0"
+    )
+    held: list[ClientConnection] = []
+    try:
+        for _ in range(8):
+            try:
+                held.append(await connect(f"ws://[::1]:{engine.port}/ws", open_timeout=unit(5)))
+            except InvalidStatus as exc:
+                assert exc.response.status_code == 429
+        assert len(held) == 2
+    finally:
+        for ws in held:
+            await ws.close()
+
+
 async def test_max_accept_rate_is_engine_wide_with_workers(start_engine: EngineFactory) -> None:
     """60 clients at once under max_accept_rate 40/s with two workers: all served and counted, paced over more
     than a second (each worker takes rate/2), the pauses of both workers summed."""
