@@ -511,7 +511,7 @@ class Engine(FleetChanges, PoolChanges):
 
     async def reload_certs(self) -> list[dict[str, Any]]:
         """Load the TLS listeners' certificate files again for new handshakes; each result becomes an event."""
-        results = self.edge.reload_certs()
+        results = await self.edge.reload_all()
         for result in results:
             self.bus.publish(
                 OperatorAction(

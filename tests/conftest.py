@@ -30,7 +30,7 @@ from proxy_core.client import ControlClient  # noqa: E402
 TIMEOUT_SCALE = float(os.environ.get("WSPROXY_TEST_TIMEOUT_SCALE", "1"))
 START_TIMEOUT_S = 10.0  # engine start-up line; includes interpreter start and imports
 STOP_TIMEOUT_S = 5.0  # SIGTERM to exit before SIGKILL
-START_LINE = re.compile(r"listening on (?P<listen>\S+?); control on (?P<control>.+?); servers")
+START_LINE = re.compile(r"listening on (?P<listen>[^;]+?); control on (?P<control>.+?); servers")
 TCP_LINE = re.compile(r"control API also on (?P<address>\S+)")
 STATUS_LINE = re.compile(r"status page on http://(?P<address>[^/\s]+)/status")
 

@@ -6,14 +6,16 @@ Shared by the single-process engine and the workers; a plain listener gets the p
 
 from __future__ import annotations
 
+import socket
 import time
 from typing import TYPE_CHECKING, Any
 
 from proxy_core.config import EngineConfig, format_address
-from proxy_core.datapath.intake import Admission, ProxyIntake, Summary, TlsClientSide
+from proxy_core.datapath.intake import Admission, ProxyIntake, Summary, TlsGate
 from proxy_core.datapath.listener import Listener
 from proxy_core.datapath.relay import ClientSide
 from proxy_core.datapath.tls import CertProblem, ListenerTls
+from proxy_core.datapath.tlsdeadline import HandshakeDeadline
 from proxy_core.edgeconfig import ListenerConfig
 from proxy_core.errors import ConfigError
 
@@ -52,19 +54,20 @@ class Edge:
                 raise ConfigError(f"listener {where}", exc.path, exc.problem) from exc
             tls.on_failure = self._tls_failed
             listener.edge_tls = tls
+        deadline = HandshakeDeadline(tls, handshake_timeout) if tls is not None else None
         if listen.proxy_protocol:
             # The header comes first in plaintext; with TLS the gate starts the handshake after it.
             intake = ProxyIntake(board, listen, self.config.timeouts.head)
             intake.listener = listener
-            if tls is not None:
+            if tls is not None and deadline is not None:
                 intake.tls = tls
-                intake.tls_handshake_timeout = handshake_timeout
+                intake.tls_handshake_timeout = deadline.backstop
+                intake.tls_deadline = deadline
             listener.factory = intake.gate
             listener.edge_intake = intake
-        elif tls is not None:
-            listener.ssl = tls.front
-            listener.ssl_handshake_timeout = handshake_timeout
-            listener.factory = lambda: TlsClientSide(board, listener.address)
+        elif deadline is not None:
+            # The engine starts the handshake on the raw connection, so the head deadline closes and counts it.
+            listener.factory = lambda: TlsGate(board, listener.address, deadline)
         else:
             listener.factory = lambda: ClientSide(board, listener.address)
         return listener
@@ -97,6 +100,10 @@ class Edge:
             results.append({"listener": address, "ok": True, "detail": detail})
         return results
 
+    async def reload_all(self) -> list[dict[str, Any]]:
+        """What `reload-certs` does: here the listeners' own reload (with workers, they are asked too)."""
+        return self.reload_certs()
+
     def listener_status(self, address: str, now: float) -> dict[str, Any]:
         """What the status and the dashboard show of a listener beyond its connection counts."""
         listen = self.kinds.get(address)
@@ -115,9 +122,11 @@ class Edge:
         return admission.stats() if admission is not None else {"refused": 0, "top_refused": []}
 
 
-async def open_listener(edge: Edge, listen: ListenerConfig, reuse_port: bool = False) -> Listener:
-    """Prepare, bind and register one listener; OSError from binding is left to the caller to word."""
+async def open_listener(
+    edge: Edge, listen: ListenerConfig, reuse_port: bool = False, sock: socket.socket | None = None
+) -> Listener:
+    """Prepare, bind (or take `sock`, already listening) and register one listener; OSError is the caller's to word."""
     listener = edge.prepare(listen, reuse_port)
-    await listener.open()
+    await listener.open(sock)
     edge.opened(listener, listen)
     return listener

@@ -16,6 +16,7 @@ from proxy_core.datapath.limits import AcceptPacer, ClientLimits
 from proxy_core.datapath.proxyproto import ProxyHeaderParser
 from proxy_core.datapath.relay import ClientSide
 from proxy_core.datapath.tls import ListenerTls, session_info
+from proxy_core.datapath.tlsdeadline import HandshakeDeadline
 from proxy_core.edgeconfig import LimitsConfig, ListenerConfig
 
 if TYPE_CHECKING:
@@ -46,6 +47,7 @@ class ProxyIntake:
         self.listener: Listener | None = None
         self.tls: ListenerTls | None = None  # set when the listener also terminates TLS (after the header)
         self.tls_handshake_timeout = 0.0
+        self.tls_deadline: HandshakeDeadline | None = None  # with tls: the handshake's head deadline
         self.networks = tuple(ipaddress.ip_network(n) for n in config.proxy_protocol_from)
         self.any_source = config.proxy_protocol_from == ("0.0.0.0/0", "::/0")
         self.deadline = deadline
@@ -162,6 +164,8 @@ class ProxyHeaderGate(asyncio.Protocol):
         if intake.tls is not None:
             tls_client = TlsClientSide(intake.board, where)
             tls_client.address = address
+            if intake.tls_deadline is not None:
+                intake.tls_deadline.begin(transport, tls_client)
             _start_tls(transport, tls_client, intake.tls, intake.tls_handshake_timeout, parser.rest)
             return
         client = ClientSide(intake.board, where)
@@ -334,12 +338,38 @@ class Refusal(asyncio.Protocol):
         self.timer.cancel()
 
 
+class TlsGate(asyncio.Protocol):
+    """A TLS listener's first protocol: it starts the handshake itself, so the head deadline can close it."""
+
+    __slots__ = ("address", "board", "deadline")
+
+    def __init__(self, board: Switchboard, address: str, deadline: HandshakeDeadline) -> None:
+        self.board = board
+        self.address = address
+        self.deadline = deadline
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport = cast(asyncio.Transport, transport)
+        client = TlsClientSide(self.board, self.address)
+        self.deadline.begin(transport, client)
+        _start_tls(transport, client, self.deadline.tls, self.deadline.backstop, b"")
+
+
 class TlsClientSide(ClientSide):
     """A client of a TLS listener: the relay's client side plus its TLS version, cipher and SNI for the logs."""
 
-    __slots__ = ("tls",)
+    __slots__ = ("tls", "watch", "watch_key")
+
+    def __init__(self, board: Switchboard, listener: str) -> None:
+        super().__init__(board, listener)
+        self.watch: HandshakeDeadline | None = None
+        self.watch_key = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """The handshake is done (the SSL protocol calls this then)."""
+        if self.watch is not None:
+            self.watch.done(self.watch_key)
+            self.watch = None
         self.tls = session_info(transport.get_extra_info("ssl_object"))
         super().connection_made(transport)
 

@@ -44,8 +44,17 @@ class Listener:
         self.edge_tls: Any = None  # the listener's proxy_core.datapath.tls.ListenerTls, if TLS
         self.edge_intake: Any = None  # its proxy_core.datapath.intake.ProxyIntake, if it takes the PROXY header
 
-    async def open(self) -> None:
-        """Bind and listen (raises OSError), then start serving."""
+    async def open(self, sock: socket.socket | None = None) -> None:
+        """Bind and listen (raises OSError), or take a socket already listening; then start serving."""
+        if sock is None:
+            sock = await self._bind()
+        sock.setblocking(False)
+        self.sock = sock
+        bound = sock.getsockname()
+        self.address = format_address(bound[0], bound[1])
+        await self.resume()
+
+    async def _bind(self) -> socket.socket:
         infos = await asyncio.get_running_loop().getaddrinfo(
             self.host, self.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
         )
@@ -57,14 +66,10 @@ class Listener:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             sock.bind(sockaddr)
             sock.listen(self.backlog)
-            sock.setblocking(False)
         except OSError:
             sock.close()
             raise
-        self.sock = sock
-        bound = sock.getsockname()
-        self.address = format_address(bound[0], bound[1])
-        await self.resume()
+        return sock
 
     @property
     def serving(self) -> bool:

@@ -1,7 +1,8 @@
 """The supervisor<->worker channel: length-prefixed orjson messages over a unix socketpair, both ends asyncio.
 
 Messages are JSON objects with a type in "t". Supervisor -> worker:
-  hello {config (pickled EngineConfig, hex), index, count, id_base, pool}   first message, once; pool as below
+  hello {config (pickled EngineConfig, hex), index, count, id_base, pool, held}   first message, once; pool as
+       below; held: {listener index: fd} of the supervisor's listening sockets (workers/reuseport.py)
   pool {v, pools: [[name, balance], ...], qualified, routes: [{Route fields}], plans: {address: {ListenerPlan
        fields}}, servers: [[name, host, port, weight, max_conns, admin, up, connect_host, pool, short], ...]}
                            after every change of a server, pool or route; acked (topology.py builds it)
@@ -10,11 +11,12 @@ Messages are JSON objects with a type in "t". Supervisor -> worker:
   close {req, id}          close one connection (local id); answered by `closed {req, ok}`
   stop                     stop accepting now (first signal)
   shutdown {grace}         graceful stop, then exit 0
+  reload_certs {req, listeners}   load these TLS listeners' files again; answered by `certs_reloaded {req, results}`
 Worker -> supervisor:
   ready {pid, addresses}   listeners bound
   pool_ack {v}             pool version v is in force
   report {...}             every REPORT_INTERVAL_S: cumulative counters, route matches by route key and 404/421
-                           answers included (see worker.Worker.report)
+                           answers included, edge counters in "edge" (see worker.Worker.report, workers/edge.py)
   events {events}          batches of handshake/close/connect_failed events, ids already global
 """
 

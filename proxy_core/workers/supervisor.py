@@ -34,9 +34,11 @@ from proxy_core.registry import Server
 from proxy_core.spread import client_key, even_offsets
 from proxy_core.workers import topology
 from proxy_core.workers.aggregate import COUNTERS, Sums
+from proxy_core.workers.edge import WorkersEdge
 from proxy_core.workers.handle import SyncedRegistry, WorkerHandle, exit_cause
 from proxy_core.workers.link import Link, Message
 from proxy_core.workers.rebalance import WorkerRebalancer
+from proxy_core.workers.reuseport import HeldListeners
 
 T = TypeVar("T")
 START_TIMEOUT_S = 15.0  # interpreter start, imports and binding
@@ -60,6 +62,7 @@ class Supervisor(Engine):
         self.workers: list[WorkerHandle | None] = [None] * self.count
         self.restarts = 0
         self._reserved: list[socket.socket] = []
+        self._held = HeldListeners()  # with per-client limits: one socket per worker, a client on one worker
         self._listen: list[ListenerConfig] = []
         self._retired = Sums()
         self._id_base = [0] * self.count
@@ -71,6 +74,7 @@ class Supervisor(Engine):
         self._next_req = 0
         self._last_active: dict[str, int] = {}
         self.report_arrived = asyncio.Event()
+        self.worker_edge: WorkersEdge  # set in start(), once the listeners' addresses are known
 
     # -- start and stop ---------------------------------------------------------------------------
 
@@ -79,6 +83,7 @@ class Supervisor(Engine):
         full = self.config
         check_certificates(full)  # each worker loads them too; a bad file stops the start here, named
         self._reserve_ports()
+        self._hold_listeners()
         if full.access_log:  # each worker appends to it: refuse at start, naming it, if it cannot be opened
             try:
                 AccessLog.open(full.access_log).close()
@@ -91,12 +96,17 @@ class Supervisor(Engine):
             await super().start()
         finally:
             self.config = full
+        self.worker_edge = WorkersEdge(
+            self.board, full, zip(self.listen_addresses, self._listen, strict=True), self._live
+        )
+        self.edge = self.worker_edge  # status, /metrics and reload-certs read the workers' edge
         for address in self.listen_addresses:
             self.board.listener_counts[address] = [0, 0]
         try:
             handles = await asyncio.gather(*(self._start_worker(i) for i in range(self.count)))
         except BaseException:
             await self._kill_all()
+            self._held.close()
             raise
         for handle in handles:
             self._spawn(self._watch_worker(handle))
@@ -123,12 +133,22 @@ class Supervisor(Engine):
             self.listen_addresses.append(address)
             self.listen_names[address] = (name, listen.default_pool, listen.tls)  # routes are planned from these
 
+    def _hold_listeners(self) -> None:
+        """With per-client limits, the listening sockets are the supervisor's, in worker order (reuseport.py)."""
+        try:
+            self._held.open(self._listen, self.config.limits, self.count)
+        except OSError as exc:
+            self._held.close()
+            listen = ", ".join(self.listen_addresses)
+            raise ConfigError("listen", listen, f"an address workers can share by client ({exc.strerror})") from exc
+
     async def _start_worker(self, index: int) -> WorkerHandle:
         parent, child = socket.socketpair()
+        held = self._held.fds(index)
         try:
             proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "proxy_core.workers.worker", str(child.fileno()),
-                pass_fds=(child.fileno(),), stdin=asyncio.subprocess.DEVNULL,
+                pass_fds=(child.fileno(), *held.values()), stdin=asyncio.subprocess.DEVNULL,
             )  # fmt: skip
         finally:
             child.close()
@@ -144,6 +164,7 @@ class Supervisor(Engine):
                 "count": self.count,
                 "id_base": self._id_base[index],
                 "pool": self._pool(),
+                "held": held,
             }
         )
         self._send_watch(handle)
@@ -190,6 +211,7 @@ class Supervisor(Engine):
             self.workers[handle.index] = None
         if handle.report is not None:
             self._retired.add(handle.report, gauges=False)
+            self.worker_edge.retire(handle.report)
             self._id_base[handle.index] = handle.report["next_id"] + ID_MARGIN
         else:
             self._id_base[handle.index] += ID_MARGIN
@@ -202,6 +224,7 @@ class Supervisor(Engine):
     def close_listeners(self) -> None:
         super().close_listeners()
         self._broadcast({"t": "stop"})
+        self._held.close()
 
     def request_stop(self) -> None:
         if self.stopping:  # the second signal: workers reset what they still hold and exit
@@ -261,6 +284,8 @@ class Supervisor(Engine):
                 listen = ", ".join(self.listen_addresses)
                 handle.ready.set_exception(ConfigError("listen", listen, f"an address workers can bind "
                                                        f"({message['error']})"))  # fmt: skip
+            elif kind == "certs_reloaded":
+                self.worker_edge.reloaded(handle.index, message)
         if not handle.ready.done():
             handle.ready.set_exception(ConfigError("workers", self.count, "workers that start (one exited)"))
 
@@ -340,6 +365,7 @@ class Supervisor(Engine):
         reports = [h.report for h in self._live() if h.report is not None]
         for report in reports:
             sums.add(report)
+        self.worker_edge.aggregate(reports)
         board = self.board
         totals = board.totals
         (totals.active, totals.total, totals.connect_failures, totals.closed_bytes_in, totals.closed_bytes_out,

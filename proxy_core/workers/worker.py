@@ -29,6 +29,7 @@ from proxy_core.loop import run
 from proxy_core.poolconfig import pools_of
 from proxy_core.registry import Registry, Server
 from proxy_core.workers import topology
+from proxy_core.workers.edge import edge_report, reload_listed, worker_edge_config
 from proxy_core.workers.link import Link, Message
 
 REPORT_INTERVAL_S = 0.25
@@ -94,6 +95,7 @@ class Worker:
         # Configured servers by (pool, name): their send_proxy / tls settings.
         self.configured = {(p.name, s.name): s for p in pools_of(self.config) for s in p.servers}
         self.route_keys: list[str] = []
+        self._held: dict[str, int] = hello.get("held", {})  # listener index -> fd (workers/reuseport.py)
 
     async def start(self) -> None:
         config = self.config
@@ -104,9 +106,11 @@ class Worker:
         self.board.next_id = self._id_base
         self.board.id_stride, self.board.id_offset = self.count, self.index  # as ForwardingBus numbers them
         self.apply_routes(self._pool)
-        self.edge = Edge(self.board, config)
-        for listen in config.listen:
-            listener = await open_listener(self.edge, listen, reuse_port=True)
+        self.edge = Edge(self.board, worker_edge_config(config, self.count))
+        for index, listen in enumerate(config.listen):
+            held = self._held.get(str(index))  # the supervisor's socket for this worker (workers/reuseport.py)
+            sock = socket.socket(fileno=held) if held is not None else None
+            listener = await open_listener(self.edge, listen, reuse_port=True, sock=sock)
             self.listeners.append(listener)
             self.board.listener_counts[listener.address] = [0, 0]
         self.board.listeners = self.listeners
@@ -166,6 +170,7 @@ class Worker:
             "conns": conns,
             "routes": dict(zip(self.route_keys, board.route_matched, strict=True)),
             "unrouted": board.unrouted,
+            "edge": edge_report(self.edge),
         }
 
     def _describe(self, client: Any, now: float) -> dict[str, Any]:
@@ -223,6 +228,9 @@ class Worker:
                 self.stop_accepting()
             elif kind == "shutdown":
                 self._stopping_task = asyncio.ensure_future(self.shutdown(float(message["grace"])))
+            elif kind == "reload_certs":  # the supervisor checked the files; load them for new handshakes
+                results = reload_listed(self.edge, message["listeners"], time.time())
+                self.link.send({"t": "certs_reloaded", "req": message["req"], "results": results})
 
     def on_sigterm(self) -> None:
         """SIGTERM: a quick graceful stop; a second one (the supervisor's second signal): reset everything."""

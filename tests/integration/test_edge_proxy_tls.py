@@ -145,3 +145,28 @@ async def test_plaintext_after_the_header_is_a_counted_tls_failure(
     _, answer = await _coalesced_handshake(engine.port, ca, build_v1(("192.0.2.2", 2), ("127.0.0.1", 1)))
     assert answer.startswith(b"HTTP/1.1 ")
     assert engine.proc.returncode is None
+
+
+async def test_a_handshake_not_done_after_the_header_is_a_tls_timeout(
+    start_engine: EngineFactory, tmp_path: Path
+) -> None:
+    """After a good PROXY header, a TLS handshake not finished within `timeouts.head` is closed and counted as a
+    TLS "timeout", not as a bad header."""
+    engine = await _engine(start_engine, tmp_path, trustme.CA(), "b1=127.0.0.1:9")
+    sock = _socket_from(ALLOWED, engine.port)
+    sock.setblocking(False)
+    reader, writer = await asyncio.open_connection(sock=sock)
+    writer.write(build_v1(("203.0.113.7", 4242), ("127.0.0.1", engine.port)) + b"\x16\x03\x01\x02\x00\x01")
+    started = asyncio.get_running_loop().time()
+    with contextlib.suppress(ConnectionError):
+        assert await asyncio.wait_for(reader.read(), unit(6)) == b""
+    assert asyncio.get_running_loop().time() - started >= 1.5  # the head deadline is 2 s
+    async with engine.client() as client:
+
+        async def counted() -> dict[str, object] | None:
+            item: dict[str, object] = (await client.status())["listeners"][0]
+            return item if item["handshake_failures"] else None
+
+        listener = await wait_until(counted, what="the TLS timeout counted")
+    assert listener["failures_by_reason"] == {"timeout": 1} and listener["bad_headers"] == 0, listener
+    writer.close()

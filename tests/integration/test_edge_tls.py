@@ -4,6 +4,7 @@ certificates at start, failed handshakes counted and summarised, and TLS to a se
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import os
 import signal
@@ -252,3 +253,39 @@ async def test_tls_to_a_server(start_engine: EngineFactory, tmp_path: Path, ca: 
             assert (await client.status())["servers"][0]["state"] == "up"
     finally:
         server.close()
+
+
+async def test_a_slow_handshake_is_closed_at_the_head_deadline_and_counted(
+    start_engine: EngineFactory, echo_backends: Callable[..., object], tmp_path: Path, ca: trustme.CA
+) -> None:
+    """A client that starts no TLS handshake (or only half of one) is closed at `timeouts.head` and counted as
+    a "timeout" failure; one that connects and leaves at once is not a timeout."""
+    (backend,) = await echo_backends(1)  # type: ignore[operator]
+    pair = _write(tmp_path / "a", ca.issue_cert("a.test"))
+    engine = await _tls_engine(start_engine, tmp_path, backend, pair, extra="[timeouts]\nhead = 0.5\n")
+    await slow_handshakes(engine.port, engine)
+
+
+async def slow_handshakes(port: int, engine: EngineProc, listener: int = 0) -> None:
+    """Two silent clients and a half ClientHello are closed near the deadline (0.5 s); two quick leavers before
+    them are not counted; the status says 3 failed handshakes, all "timeout" (shared with the --workers test)."""
+    for _ in range(2):
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.close()
+    slow = [await asyncio.open_connection("127.0.0.1", port) for _ in range(3)]
+    slow[2][1].write(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03")  # the start of a ClientHello
+    started = asyncio.get_running_loop().time()
+    for reader, _ in slow:
+        with contextlib.suppress(ConnectionError):
+            assert await asyncio.wait_for(reader.read(), unit(5)) == b""
+    elapsed = asyncio.get_running_loop().time() - started
+    assert 0.3 <= elapsed < unit(2.0), elapsed
+    async with engine.client() as client:
+
+        async def counted() -> dict[str, object] | None:
+            item: dict[str, object] = (await client.status())["listeners"][listener]
+            return item if item["handshake_failures"] >= 3 else None
+
+        # The quick leavers came first: their deadline passed before the slow ones were closed and counted.
+        item = await wait_until(counted, what="3 handshake timeouts counted")
+    assert item["handshake_failures"] == 3 and item["failures_by_reason"] == {"timeout": 3}, item
