@@ -268,8 +268,14 @@ class BackendSide(asyncio.Protocol):
         if client.client_eof:  # both directions done; the client closed first
             client.finish("client", "client EOF")
             return True
-        if client.transport is not None and client.transport.can_write_eof():
-            client.transport.write_eof()
+        transport = client.transport
+        if transport is not None and not transport.can_write_eof():
+            # TLS has no half-close to pass on: the client would wait for a close that never comes (a wss
+            # client its whole close timeout). Closing flushes what is buffered, then sends close_notify.
+            client.finish("server", "server EOF")
+            return True
+        if transport is not None:
+            transport.write_eof()
         client.engine.half_closed(client)
         return True
 

@@ -92,6 +92,32 @@ async def test_wss_client_through_the_tls_listener_and_tls_details_in_the_logs(
     assert '"sni":"a.test"' in access.replace(" ", "")
 
 
+async def test_a_wss_close_reaches_the_client_at_once(
+    start_engine: EngineFactory, echo_backends: Callable[..., object], tmp_path: Path, ca: trustme.CA
+) -> None:
+    """The backend's close after the closing handshake reaches a wss client as close_notify at once (TLS has no
+    half-close to pass on), instead of the client waiting out its close timeout for the TCP close."""
+    (backend,) = await echo_backends(1)  # type: ignore[operator]
+    engine = await _tls_engine(start_engine, tmp_path, backend, _write(tmp_path / "a", ca.issue_cert("a.test")))
+    close_timeout = unit(10)
+    async with connect(
+        f"wss://a.test:{engine.port}/ws", ssl=_client_context(ca), host="127.0.0.1", close_timeout=close_timeout
+    ) as ws:
+        await ws.send("bye")
+        assert await asyncio.wait_for(ws.recv(), unit(5)) == "bye"
+        started = asyncio.get_running_loop().time()
+    took = asyncio.get_running_loop().time() - started
+    assert took < close_timeout / 4, f"the close took {took:.2f} s: the TCP close never came, the client gave up"
+    async with engine.client() as client:
+        events = await wait_until(lambda: _closes(client), what="the close record of the wss connection")
+    assert events[0]["closed_by"] == "server"
+
+
+async def _closes(client: object) -> list[dict[str, object]]:
+    events = (await client.events())["events"]  # type: ignore[attr-defined]
+    return [e for e in events if e["type"] == "close"]
+
+
 async def _handshakes(client: object) -> list[dict[str, object]]:
     events = (await client.events())["events"]  # type: ignore[attr-defined]
     return [e for e in events if e["type"] == "handshake"]
