@@ -19,7 +19,8 @@ from proxy_core.config import RebalanceConfig
 from proxy_core.datapath.switchboard import Switchboard, finish_all
 from proxy_core.errors import Conflict, WsproxyError
 from proxy_core.events import EventBus, OperatorAction
-from proxy_core.rebalance import Candidate, Move, Placed, Plan, Target, default_rate, impact, plan, plan_share
+from proxy_core.pool import Pool
+from proxy_core.rebalance import Candidate, Move, Placed, Plan, Target, default_rate, impact, plan, plan_share, shares
 from proxy_core.registry import LiveConnection, Registry, Server
 from proxy_core.spread import client_key
 
@@ -101,11 +102,21 @@ class Rebalancer:
         server = self.balancer.pick(self.registry.eligible, client)
         return server.name if server is not None else None
 
+    @staticmethod
+    def _pool_pick(pool: Pool) -> Callable[[str], str | None]:
+        """Where the pool's own ring places a client now (each pool hashes over its own servers)."""
+
+        def pick(client: str) -> str | None:
+            server = pool.balancer.pick(pool.eligible, client)
+            return server.name if server is not None else None
+
+        return pick
+
     def placed(self, now: float) -> list[Placed]:
         """The live connections on eligible servers, as the planner sees them (remembered by id for the moves)."""
         self._by_id = {}
         out: list[Placed] = []
-        for server in self.registry.eligible:
+        for server in self.registry.eligible_everywhere:
             for conn in server.conns:
                 self._by_id[conn.conn_id] = conn
                 out.append(Placed(conn.conn_id, client_key(conn.client), server.name, now - conn.started))
@@ -120,12 +131,27 @@ class Rebalancer:
 
     def plan(self, now: float) -> Plan:
         """The plan for the connections open now."""
-        targets = [Target(s.name, s.weight, s.max_conns) for s in self.registry.eligible]
         placed = self.placed(now)
         self._clients_placed = len({p.client for p in placed})
         if self.share is not None:
             return plan_share(placed, self.share, self.destinations, self.config.min_age_s)
-        return plan(self.policy, placed, targets, self._hash_pick, self.config.min_age_s)
+        if len(self.registry.pools) == 1:
+            targets = [Target(s.name, s.weight, s.max_conns) for s in self.registry.eligible]
+            return plan(self.policy, placed, targets, self._hash_pick, self.config.min_age_s)
+        # Several pools: each planned on its own, by its own policy and ring, over its own servers only.
+        moves: list[Move] = []
+        young = full = 0
+        for pool in self.registry.pools.values():
+            names = {s.name for s in pool.eligible}
+            if not names:
+                continue
+            targets = [Target(s.name, s.weight, s.max_conns) for s in pool.eligible]
+            mine = [p for p in placed if p.server in names]
+            result = plan(pool.balance, mine, targets, self._pool_pick(pool), self.config.min_age_s)
+            moves.extend(result.moves)
+            young += result.skipped_young
+            full += result.skipped_full
+        return Plan(tuple(moves), young, full)
 
     def preview(self, action: str, name: str, *, force: bool = False, weight: int | None = None) -> dict[str, Any]:
         """What drain, disable, weight or remove would move and the shares after; the same refusals as the real one."""
@@ -160,8 +186,16 @@ class Rebalancer:
         for move in result.moves:
             moved.setdefault(move.source, []).extend([move.client] * len(move.conn_ids))
         after = [Candidate(s.name, s.weight, s.eligible) for s in self.registry]
-        rate = self.config.rate or default_rate(self._clients_placed, len(self.registry.eligible))
-        return {"dry_run": True, "plan": result.to_dict(), "impact": impact(moved, after), "rate": rate}
+        effect = impact(moved, after)
+        if len(self.registry.pools) > 1:  # a share is of the server's own pool
+            by_pool: dict[str, list[Candidate]] = {}
+            for candidate, server in zip(after, self.registry, strict=True):
+                by_pool.setdefault(server.pool, []).append(candidate)
+            effect["share_after"] = {
+                name: round(share, 4) for group in by_pool.values() for name, share in shares(group).items()
+            }
+        rate = self.config.rate or default_rate(self._clients_placed, len(self.registry.eligible_everywhere))
+        return {"dry_run": True, "plan": result.to_dict(), "impact": effect, "rate": rate}
 
     # -- running --------------------------------------------------------------------------------
 
@@ -198,7 +232,7 @@ class Rebalancer:
         """Start moving clients; refused while one runs or when there is no eligible server."""
         if self.current is not None and self.current.state == "running":
             raise Conflict("a rebalance is already running; stop it first (DELETE /v1/rebalance)")
-        if not self.registry.eligible:
+        if not self.registry.eligible_everywhere:
             raise Conflict("no eligible server to rebalance onto")
         self.share, self.destinations = None, {}
         return self._begin(rate, None)
@@ -219,7 +253,7 @@ class Rebalancer:
         now = time.time()
         first = self.plan(now)
         if rate is None:
-            rate = self.config.rate or default_rate(self._clients_placed, len(self.registry.eligible))
+            rate = self.config.rate or default_rate(self._clients_placed, len(self.registry.eligible_everywhere))
         current = Rebalance(first, rate, now, fleet_id)
         current.share = None if self.share is None else dict(self.share)
         if fleet_id is not None:

@@ -226,6 +226,13 @@ class Registry:
         return [s for s in self.servers.values() if s.pool == pool]
 
     @property
+    def eligible_everywhere(self) -> tuple[Server, ...]:
+        """Every pool's eligible servers: what a rebalance plans over, pool by pool."""
+        if len(self.pools) == 1:
+            return self.default.eligible
+        return tuple(s for pool in self.pools.values() for s in pool.eligible)
+
+    @property
     def eligible(self) -> tuple[Server, ...]:
         """The first pool's eligible servers (the rebalancer and workers work on one pool)."""
         return self.default.eligible

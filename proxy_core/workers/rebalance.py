@@ -26,7 +26,7 @@ class WorkerRebalancer(Rebalancer):
 
     def placed(self, now: float) -> list[Placed]:
         out: list[Placed] = []
-        for server in self.registry.eligible:
+        for server in self.registry.eligible_everywhere:
             self.supervisor.watch_soon(server.name)  # keep the lists coming while the rebalance runs
             for conn in self.supervisor.reported_conns(server.name):
                 out.append(Placed(int(conn["id"]), client_key(conn.get("client")), server.name, now - conn["started"]))
@@ -40,7 +40,7 @@ class WorkerRebalancer(Rebalancer):
     async def fresh(self) -> None:
         """Wait until every worker has reported the eligible servers' connections after being asked for them."""
         supervisor = self.supervisor
-        for server in self.registry.eligible:
+        for server in self.registry.eligible_everywhere:
             supervisor.watch_soon(server.name)
         wanted = {handle.index: handle.reports + 2 for handle in supervisor.live_workers()}  # one may be in flight
         deadline = time.monotonic() + FRESH_REPORTS_TIMEOUT_S

@@ -363,3 +363,67 @@ async def test_auto_rebalance_once_the_fleet_is_quiet(
     assert {ip for ip, peer in peers.items() if peer.closed_at is not None} == movers
     for peer in peers.values():
         peer.writer.close()
+
+
+FEED_UPGRADE = UPGRADE.replace(b"GET /ws ", b"GET /feed/ws ")
+
+
+async def feed_upgraded(port: int, ip: str) -> Peer:
+    """An upgraded connection the route `/feed` sends to the feed pool."""
+    peer = await connect(port, ip, FEED_UPGRADE)
+    head = await asyncio.wait_for(peer.reader.readuntil(HEAD_END), unit(5))
+    peer.node = head.split(b"X-Node: ")[1].split(b"\r\n")[0].decode()
+    peer.watch()
+    return peer
+
+
+async def test_rebalance_works_in_every_pool_and_leaves_a_balanced_one_alone(
+    start_engine: EngineFactory, tmp_path: Path, nodes: Callable[[int], Awaitable[list[TcpServer]]]
+) -> None:
+    """Two pools behind one listener: feed/f3 comes back after its clients connected; a rebalance moves feed's
+    clients onto it (they reconnect there) and closes nobody in chat, whose servers never changed."""
+    b1, b2, b3, b4, b5 = await nodes(5)
+
+    def servers(*pairs: tuple[str, TcpServer]) -> str:
+        return "".join(f'[[pool.server]]\nname = "{n}"\naddress = "127.0.0.1:{s.port}"\n' for n, s in pairs)
+
+    config = tmp_path / "pools.toml"
+    config.write_text(
+        '[[listener]]\naddress = "127.0.0.1:0"\ndefault_pool = "chat"\n[rebalance]\nmin_age_s = 0.2\n'
+        '[[pool]]\nname = "chat"\nbalance = "ip_hash"\n[pool.check]\ntype = "none"\n'
+        + servers(("n1", b1), ("n2", b2))
+        + '[[pool]]\nname = "feed"\nbalance = "ip_hash"\n[pool.check]\ntype = "none"\n'
+        + servers(("f1", b3), ("f2", b4), ("f3", b5))
+        + '[[route]]\npath_prefix = "/feed"\npool = "feed"\n',
+        encoding="utf-8",
+    )
+    engine = await start_engine("-c", str(config), listen=None)
+    ips = IPS[:40]
+    async with engine.client() as client:
+        await client.disable("feed/f3")
+        chat = {ip: await upgraded(engine.port, ip) for ip in ips}
+        feed = {ip: await feed_upgraded(engine.port, ip) for ip in ips}
+        assert {p.node for p in chat.values()} == {"b1", "b2"} and {p.node for p in feed.values()} == {"b3", "b4"}
+        await client.enable("feed/f3")
+        await asyncio.sleep(0.3)  # past min_age_s (0.2 s), so every client is old enough to move
+        preview = await client.rebalance(dry_run=True)
+        share = preview["impact"]["share_after"]  # of each server's own pool
+        assert share["chat/n1"] == share["chat/n2"] == 0.5 and share["feed/f3"] == pytest.approx(1 / 3, abs=0.001)
+        assert {(m["from"].split("/")[0], m["to"]) for m in preview["plan"]["moves"]} == {("feed", "feed/f3")}
+        await client.rebalance(rate=100)
+
+        async def done() -> dict[str, object] | None:
+            state = (await client.rebalance_status())["rebalance"]
+            return state if state and state["state"] != "running" else None
+
+        state = await wait_until(done, 20, what="the rebalance to finish")
+    assert state["state"] == "done", state
+    moved = {ip for ip, peer in feed.items() if peer.closed_at is not None}
+    assert moved and state["moved_clients"] == len(moved), state
+    assert not [ip for ip, peer in chat.items() if peer.closed_at is not None], "a chat client was moved"
+    for ip in sorted(moved)[:3]:  # back where the feed pool's ring places it now: the returned server
+        again = await feed_upgraded(engine.port, ip)
+        assert again.node == "b5"
+        again.writer.close()
+    for peer in (*chat.values(), *feed.values()):
+        peer.writer.close()
