@@ -86,11 +86,16 @@ def format_status(status: JSON, now: float) -> str:
     listeners = ", ".join(str(item.get("address")) for item in status.get("listeners", [])) or "-"
     pools = status.get("pools") or []
     balance = f"; balance {engine.get('balance')}" if len(pools) <= 1 else ""  # several: each pool's line says it
+    checks = (
+        f"check {check.get('type')} every {check.get('interval_ms')}ms, rise {check.get('rise')} "
+        f"fall {check.get('fall')}; "
+        if len(pools) <= 1
+        else ""
+    )
     lines = [
         f"wsproxy {engine.get('version')} pid {engine.get('pid')}, up {_duration(float(engine.get('uptime_s', 0)))}"
         f"{' (stopping)' if engine.get('stopping') else ''}; listening on {listeners}{balance}",
-        f"check {check.get('type')} every {check.get('interval_ms')}ms, rise {check.get('rise')} fall "
-        f"{check.get('fall')}; connections {totals.get('active', 0)} active, {totals.get('total', 0)} total, "
+        f"{checks}connections {totals.get('active', 0)} active, {totals.get('total', 0)} total, "
         f"{totals.get('connect_failures', 0)} connect failures",
         "",
     ]
@@ -131,9 +136,11 @@ def pool_line(pool: JSON) -> str:
     """`pool chat (least_conn): 2/3 up, 120 active, 4512 total; default for 0.0.0.0:8000`."""
     default = pool.get("default_for") or []
     where = f"; default for {', '.join(map(str, default))}" if default else ""
+    check = pool.get("check")
+    checks = f"; check {check_label(check)}" if isinstance(check, dict) else ""
     return (
         f"pool {pool.get('name')} ({pool.get('balance')}): {pool.get('up', 0)}/{pool.get('servers', 0)} up, "
-        f"{pool.get('active', 0)} active, {pool.get('total', 0)} total{where}"
+        f"{pool.get('active', 0)} active, {pool.get('total', 0)} total{checks}{where}"
     )
 
 

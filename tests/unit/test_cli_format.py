@@ -93,7 +93,8 @@ def test_status_groups_servers_by_pool_with_totals_and_lists_routes() -> None:
         "servers": [server("chat/n1", pool="chat"), server("api/n1", pool="api"), server("chat/n2", pool="chat")],
         "pools": [
             {"name": "chat", "balance": "least_conn", "servers": 2, "up": 2, "active": 6, "total": 20,
-             "default_for": []},
+             "default_for": [], "check": {"type": "http", "path": "/health", "interval_ms": 3000, "rise": 2,
+                                          "fall": 5}},
             {"name": "api", "balance": "round_robin", "servers": 1, "up": 1, "active": 3, "total": 10,
              "default_for": ["127.0.0.1:8000"]},
             {"name": "spare", "balance": "round_robin", "servers": 0, "up": 0, "active": 0, "total": 0,
@@ -105,9 +106,12 @@ def test_status_groups_servers_by_pool_with_totals_and_lists_routes() -> None:
     }  # fmt: skip
     lines = format_status(status, NOW).splitlines()
     assert lines[0] == "wsproxy 0.1 pid 42, up 5s; listening on 127.0.0.1:8000"  # each pool's line says its balance
+    assert lines[1].startswith("connections ")  # and its check: the top-level one is nobody's
     lines = lines[3:]
     assert lines[0].startswith("NAME") and lines[7] == ""
-    assert lines[1] == "pool chat (least_conn): 2/2 up, 6 active, 20 total"
+    assert (
+        lines[1] == "pool chat (least_conn): 2/2 up, 6 active, 20 total; check http /health every 3000ms, rise 2 fall 5"
+    )
     assert lines[4] == "pool api (round_robin): 1/1 up, 3 active, 10 total; default for 127.0.0.1:8000"
     assert [lines[i].split()[0] for i in (2, 3, 5)] == ["chat/n1", "chat/n2", "api/n1"]
     assert lines[6] == "pool spare (round_robin): 0/0 up, 0 active, 0 total"
