@@ -617,14 +617,7 @@ class Engine(FleetChanges, PoolChanges):
                 "control": self.control_path,
                 "balance": self.config.balance,
                 "stopping": self.stopping,
-                "check": {
-                    "type": check.type,
-                    "path": check.path,
-                    "interval_ms": check.interval_ms,
-                    "rise": check.rise,
-                    "fall": check.fall,
-                    "timeout_ms": check.timeout_ms,
-                },
+                "check": check_to_dict(check),
             },
             "listeners": [
                 {"address": address, "active": counts[0], "total": counts[1], **self.edge.listener_status(address, now)}

@@ -11,19 +11,11 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 from tests.conftest import EngineFactory, EngineProc, unit, wait_until
-from tests.integration.tcp_peers import TcpServer, cpu_seconds, echo
+from tests.integration.tcp_peers import TcpServer, cpu_seconds, echo, open_from
 
 pytestmark = pytest.mark.asyncio
 HEAVY, LIGHT = "127.0.0.2", "127.0.0.3"
 REQUEST = b"GET /ws HTTP/1.1\r\nHost: x\r\n\r\n"
-
-
-async def _open_from(source: str, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    sock = socket.socket()
-    sock.bind((source, 0))
-    sock.setblocking(False)
-    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
-    return await asyncio.open_connection(sock=sock)
 
 
 async def _echoes(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
@@ -42,22 +34,22 @@ async def test_max_conns_per_client_refuses_only_that_client(start_engine: Engin
     backend = await TcpServer(echo).start()
     try:
         engine = await start_engine("--backend", backend.flag, "--check", "none", "--max-conns-per-client", "2")
-        held = [await _open_from(HEAVY, engine.port) for _ in range(2)]
+        held = [await open_from(HEAVY, engine.port) for _ in range(2)]
         for reader, writer in held:
             assert await _echoes(reader, writer)
-        reader, writer = await _open_from(HEAVY, engine.port)
+        reader, writer = await open_from(HEAVY, engine.port)
         writer.write(REQUEST)
         answer = await asyncio.wait_for(reader.read(), unit(5))
         assert answer.startswith(b"HTTP/1.1 429 Too Many Requests\r\n"), answer
-        reader, writer = await _open_from(HEAVY, engine.port)
+        reader, writer = await open_from(HEAVY, engine.port)
         writer.write(b"\x00raw protocol")
         assert await asyncio.wait_for(reader.read(), unit(5)) == b""  # not HTTP: just closed
-        light = await _open_from(LIGHT, engine.port)
+        light = await open_from(LIGHT, engine.port)
         assert await _echoes(*light)
         assert backend.accepted == 3
         held[0][1].close()  # a place frees up once one closes
         await wait_until(lambda: backend.open == 2, what="the closed connection to leave the backend")
-        again = await _open_from(HEAVY, engine.port)
+        again = await open_from(HEAVY, engine.port)
         await wait_until(lambda: _echoes(*again), what="the client admitted again after a close")
         limits = await _limits(engine)
         assert limits["refused"] == 2
@@ -76,7 +68,7 @@ async def test_new_connection_rate_per_client(start_engine: EngineFactory, echo_
     engine = await start_engine("--backend", backend.flag, "--new-conns-per-client", "0.5/2")
     sockets = []
     for _ in range(2):
-        _, writer = await _open_from(HEAVY, engine.port)
+        _, writer = await open_from(HEAVY, engine.port)
         sockets.append(writer)
     sock = socket.socket()
     sock.bind((HEAVY, 0))
@@ -106,7 +98,7 @@ async def test_max_accept_rate_paces_a_storm_without_spinning(start_engine: Engi
     try:
         engine = await start_engine("--backend", backend.flag, "--check", "none", "--max-accept-rate", "40")
         cpu_before, started = cpu_seconds(engine.pid), time.monotonic()
-        clients = await asyncio.gather(*(_open_from(HEAVY if i % 2 else LIGHT, engine.port) for i in range(60)))
+        clients = await asyncio.gather(*(open_from(HEAVY if i % 2 else LIGHT, engine.port) for i in range(60)))
         results = await asyncio.gather(*(_echoes(r, w) for r, w in clients))
         elapsed = time.monotonic() - started
         cpu = cpu_seconds(engine.pid) - cpu_before

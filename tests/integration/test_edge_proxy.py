@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,25 +13,10 @@ from websockets.asyncio.client import connect
 
 from proxy_core.datapath.proxyproto import ProxyHeaderParser, build_v1, build_v2
 from tests.conftest import EngineFactory, EngineProc, unit, wait_until
-from tests.integration.tcp_peers import TcpServer, echo
+from tests.integration.tcp_peers import TcpServer, echo, open_from, socket_from
 
 pytestmark = pytest.mark.asyncio
 ALLOWED, REFUSED = "127.0.0.2", "127.0.0.3"
-
-
-def _socket_from(source: str, port: int) -> socket.socket:
-    """A blocking socket from this loopback source address, connected to the engine."""
-    sock = socket.socket()
-    sock.settimeout(unit(5))
-    sock.bind((source, 0))
-    sock.connect(("127.0.0.1", port))
-    return sock
-
-
-async def _open_from(source: str, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    sock = _socket_from(source, port)
-    sock.setblocking(False)
-    return await asyncio.open_connection(sock=sock)
 
 
 async def _closed(reader: asyncio.StreamReader) -> bool:
@@ -70,7 +54,7 @@ async def test_v1_and_v2_headers_make_the_header_address_the_client(
     }
     async with engine.client() as client:
         for client_address, header in headers.items():
-            sock = _socket_from(ALLOWED, engine.port)
+            sock = socket_from(ALLOWED, engine.port)
             sock.sendall(header)
             async with connect(f"ws://127.0.0.1:{engine.port}/ws", sock=sock, open_timeout=unit(5)) as ws:
                 await ws.send("hi")
@@ -99,7 +83,7 @@ async def test_refused_source_is_closed_and_logged_once(start_engine: EngineFact
     try:
         engine = await _proxy_engine(start_engine, tmp_path, "--backend", backend.flag, "--check", "none")
         for _ in range(3):
-            reader, writer = await _open_from(REFUSED, engine.port)
+            reader, writer = await open_from(REFUSED, engine.port)
             writer.write(build_v1(("203.0.113.7", 1), ("127.0.0.1", engine.port)) + b"hello")
             assert await _closed(reader)
             writer.close()
@@ -129,15 +113,15 @@ async def test_garbage_truncated_and_slow_headers_never_reach_a_backend(
             b"\r\n\r\n\x00\r\nQUIT\n\x21\x11\xff\xff",  # v2 announcing 64 KiB
         ]
         for data in cases:
-            reader, writer = await _open_from(ALLOWED, engine.port)
+            reader, writer = await open_from(ALLOWED, engine.port)
             writer.write(data)
             assert await _closed(reader)
             writer.close()
-        reader, writer = await _open_from(ALLOWED, engine.port)  # truncated, then the client gives up
+        reader, writer = await open_from(ALLOWED, engine.port)  # truncated, then the client gives up
         writer.write(b"PROXY TCP4 1.2.3.4 ")
         await writer.drain()
         writer.close()
-        reader, writer = await _open_from(ALLOWED, engine.port)  # slow: half a header, then nothing
+        reader, writer = await open_from(ALLOWED, engine.port)  # slow: half a header, then nothing
         writer.write(b"PROXY TCP4 1.2.3.4 ")
         assert await _closed(reader)  # at the 0.5 s head deadline
         writer.close()
@@ -147,7 +131,7 @@ async def test_garbage_truncated_and_slow_headers_never_reach_a_backend(
         assert reasons["no PROXY header within 0.5 s"] == 1
         assert reasons["closed before the PROXY header was complete"] == 1
         assert backend.accepted == 0
-        reader, writer = await _open_from(ALLOWED, engine.port)  # and a good one still works
+        reader, writer = await open_from(ALLOWED, engine.port)  # and a good one still works
         writer.write(build_v2(("192.0.2.1", 9), ("127.0.0.1", engine.port)) + b"ping")
         assert await asyncio.wait_for(reader.readexactly(4), unit(5)) == b"ping"
         writer.close()
@@ -185,7 +169,7 @@ async def test_send_proxy_to_the_server_and_on_its_checks(start_engine: EngineFa
         assert check.feed(recorder.received[0]) and check.header is not None and check.rest == b""
         assert check.header.source is None  # v1 UNKNOWN, v2 LOCAL: the check speaks for no client
         assert check.header.command == ("LOCAL" if version == "v2" else "PROXY")
-        reader, writer = await _open_from(ALLOWED, engine.port)
+        reader, writer = await open_from(ALLOWED, engine.port)
         local_port = writer.get_extra_info("sockname")[1]
         writer.write(b"hello")
         writer.write_eof()

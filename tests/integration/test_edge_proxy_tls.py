@@ -16,7 +16,8 @@ from websockets.asyncio.client import connect
 
 from proxy_core.datapath.proxyproto import build_v1, build_v2
 from tests.conftest import EngineFactory, EngineProc, unit, wait_until
-from tests.integration.test_edge_proxy import ALLOWED, _socket_from
+from tests.integration.tcp_peers import socket_from
+from tests.integration.test_edge_proxy import ALLOWED
 
 pytestmark = pytest.mark.asyncio
 
@@ -46,7 +47,7 @@ async def _coalesced_handshake(port: int, ca: trustme.CA, header: bytes) -> tupl
     tls = _client_context(ca).wrap_bio(incoming, outgoing, server_hostname="a.test")
     with pytest.raises(ssl.SSLWantReadError):
         tls.do_handshake()
-    sock = _socket_from(ALLOWED, port)
+    sock = socket_from(ALLOWED, port)
     sock.setblocking(False)
     reader, writer = await asyncio.open_connection(sock=sock)
     try:
@@ -88,7 +89,7 @@ async def test_wss_behind_a_proxy_header_with_the_header_address_in_the_logs(
     }
     async with engine.client() as control:
         for address, header in clients.items():
-            sock = _socket_from(ALLOWED, engine.port)
+            sock = socket_from(ALLOWED, engine.port)
             sock.sendall(header)  # alone: the ClientHello follows in its own segment
             async with connect(
                 f"wss://a.test:{engine.port}/ws",
@@ -130,7 +131,7 @@ async def test_plaintext_after_the_header_is_a_counted_tls_failure(
     ca = trustme.CA()
     (backend,) = await echo_backends(1)  # type: ignore[operator]
     engine = await _engine(start_engine, tmp_path, ca, backend.flag)
-    sock = _socket_from(ALLOWED, engine.port)
+    sock = socket_from(ALLOWED, engine.port)
     sock.setblocking(False)
     reader, writer = await asyncio.open_connection(sock=sock)
     writer.write(build_v1(("203.0.113.7", 1), ("127.0.0.1", engine.port)) + b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
@@ -156,7 +157,7 @@ async def test_a_handshake_not_done_after_the_header_is_a_tls_timeout(
     """After a good PROXY header, a TLS handshake not finished within `timeouts.head` is closed and counted as a
     TLS "timeout", not as a bad header."""
     engine = await _engine(start_engine, tmp_path, trustme.CA(), "b1=127.0.0.1:9")
-    sock = _socket_from(ALLOWED, engine.port)
+    sock = socket_from(ALLOWED, engine.port)
     sock.setblocking(False)
     reader, writer = await asyncio.open_connection(sock=sock)
     writer.write(build_v1(("203.0.113.7", 4242), ("127.0.0.1", engine.port)) + b"\x16\x03\x01\x02\x00\x01")

@@ -19,7 +19,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
 
 from tests.conftest import EchoBackend, EngineFactory, EngineProc, unit, wait_until
-from tests.integration.tcp_peers import TcpServer, echo
+from tests.integration.tcp_peers import TcpServer, echo, open_from, socket_from
 from tests.integration.test_edge_tls import _client_context, _write, slow_handshakes
 
 pytestmark = pytest.mark.asyncio
@@ -32,24 +32,10 @@ def ca() -> trustme.CA:
     return trustme.CA()
 
 
-def _sock_from(source: str, port: int) -> socket.socket:
-    sock = socket.socket()
-    sock.settimeout(unit(5))
-    sock.bind((source, 0))
-    sock.connect(("127.0.0.1", port))
-    return sock
-
-
-async def _open_from(source: str, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    sock = _sock_from(source, port)
-    sock.setblocking(False)
-    return await asyncio.open_connection(sock=sock)
-
-
 async def _ws_from(source: str, port: int) -> ClientConnection | int:
     """A WebSocket from this source address, checked with one echo; or the HTTP status it was refused with."""
     try:
-        ws = await connect(f"ws://127.0.0.1:{port}/ws", sock=_sock_from(source, port), open_timeout=unit(5))
+        ws = await connect(f"ws://127.0.0.1:{port}/ws", sock=socket_from(source, port), open_timeout=unit(5))
     except InvalidStatus as exc:
         return exc.response.status_code
     await ws.send("ping")
@@ -109,7 +95,7 @@ async def test_edge_counters_are_summed_over_the_workers(
             await asyncio.wait_for(reader.read(), unit(5))
         writer.close()
     for source, data in [(LIGHT, b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\r\n")] * 4 + [(HEAVY, b"GARBAGE\r\n\r\n")] * 6:
-        reader, writer = await _open_from(source, _port(proxy))
+        reader, writer = await open_from(source, _port(proxy))
         writer.write(data)
         with contextlib.suppress(ConnectionError):
             await asyncio.wait_for(reader.read(), unit(5))
@@ -288,7 +274,7 @@ async def test_max_accept_rate_is_engine_wide_with_workers(start_engine: EngineF
             "--workers", "2", "--backend", backend.flag, "--check", "none", "--max-accept-rate", "40"
         )
         started = time.monotonic()
-        clients = await asyncio.gather(*(_open_from(HEAVY if i % 2 else LIGHT, engine.port) for i in range(60)))
+        clients = await asyncio.gather(*(open_from(HEAVY if i % 2 else LIGHT, engine.port) for i in range(60)))
         for _, writer in clients:
             writer.write(b"ping")
         results = await asyncio.gather(*(asyncio.wait_for(r.readexactly(4), unit(10)) for r, _ in clients))
