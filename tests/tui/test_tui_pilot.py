@@ -383,8 +383,11 @@ async def test_handshake_log_pauses_when_scrolled_up_and_marks_gaps(app: Dashboa
         assert "gap: 7 events missed" in log.lines[-1]
         log.focus()
         await pilot.press("end")
-        await pilot.pause()
-        title = str(app.main_screen.query_one("#hs-title").content)  # type: ignore[attr-defined]
+        for _ in range(100):  # the scroll to the end may be animated: a bounded number of turns, not a sleep
+            await pilot.pause()
+            title = str(app.main_screen.query_one("#hs-title").content)  # type: ignore[attr-defined]
+            if "paused" not in title:
+                break
         assert "paused" not in title
 
 
