@@ -103,9 +103,9 @@ async def hang(port: int, ip: str) -> Peer:
     return peer
 
 
-async def upgraded(port: int, ip: str) -> Peer:
+async def upgraded(port: int, ip: str, request: bytes = UPGRADE) -> Peer:
     """A WebSocket-style upgraded connection (101, then bytes both ways)."""
-    peer = await connect(port, ip, UPGRADE)
+    peer = await connect(port, ip, request)
     head = await asyncio.wait_for(peer.reader.readuntil(HEAD_END), unit(5))
     peer.node = head.split(b"X-Node: ")[1].split(b"\r\n")[0].decode()
     peer.watch()
@@ -365,16 +365,9 @@ async def test_auto_rebalance_once_the_fleet_is_quiet(
         peer.writer.close()
 
 
-FEED_UPGRADE = UPGRADE.replace(b"GET /ws ", b"GET /feed/ws ")
-
-
-async def feed_upgraded(port: int, ip: str) -> Peer:
-    """An upgraded connection the route `/feed` sends to the feed pool."""
-    peer = await connect(port, ip, FEED_UPGRADE)
-    head = await asyncio.wait_for(peer.reader.readuntil(HEAD_END), unit(5))
-    peer.node = head.split(b"X-Node: ")[1].split(b"\r\n")[0].decode()
-    peer.watch()
-    return peer
+FEED_UPGRADE = UPGRADE.replace(  # the route `/feed` sends it to the feed pool
+    b"GET /ws ", b"GET /feed/ws "
+)
 
 
 async def test_rebalance_works_in_every_pool_and_leaves_a_balanced_one_alone(
@@ -402,7 +395,7 @@ async def test_rebalance_works_in_every_pool_and_leaves_a_balanced_one_alone(
     async with engine.client() as client:
         await client.disable("feed/f3")
         chat = {ip: await upgraded(engine.port, ip) for ip in ips}
-        feed = {ip: await feed_upgraded(engine.port, ip) for ip in ips}
+        feed = {ip: await upgraded(engine.port, ip, FEED_UPGRADE) for ip in ips}
         assert {p.node for p in chat.values()} == {"b1", "b2"} and {p.node for p in feed.values()} == {"b3", "b4"}
         await client.enable("feed/f3")
         await asyncio.sleep(0.3)  # past min_age_s (0.2 s), so every client is old enough to move
@@ -422,7 +415,7 @@ async def test_rebalance_works_in_every_pool_and_leaves_a_balanced_one_alone(
     assert moved and state["moved_clients"] == len(moved), state
     assert not [ip for ip, peer in chat.items() if peer.closed_at is not None], "a chat client was moved"
     for ip in sorted(moved)[:3]:  # back where the feed pool's ring places it now: the returned server
-        again = await feed_upgraded(engine.port, ip)
+        again = await upgraded(engine.port, ip, FEED_UPGRADE)
         assert again.node == "b5"
         again.writer.close()
     for peer in (*chat.values(), *feed.values()):
