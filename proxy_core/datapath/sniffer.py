@@ -189,7 +189,15 @@ class RequestSniffer:
             self._buf += data
             buf: bytes | bytearray = self._buf
         else:
-            buf = data  # the usual case: the whole head in one chunk, no copy
+            if STRICT_FAST_PATH:  # the usual case: the whole head in one chunk, inside the strict grammar
+                match = _STRICT_REQUEST.match(data)
+                if match is not None and match.end() <= HEAD_LIMIT and match.end(1) <= MAX_METHOD_CHARS:
+                    head = _strict_request_head(data, match)
+                    if head is not None:
+                        self.head = head
+                        self.state = "done"
+                        return True
+            buf = data  # no copy
         if not self._line_ok:
             end = buf.find(b"\n", self._scan, HEAD_LIMIT)
             if end < 0:
@@ -245,6 +253,12 @@ class ResponseSniffer:
             self._buf += data
             buf: bytes | bytearray = self._buf
         else:
+            if STRICT_FAST_PATH:  # the usual case, as for requests: one regex pass over the first chunk
+                match = _STRICT_RESPONSE.match(data)
+                if match is not None and match.end() <= HEAD_LIMIT:
+                    self.head = _strict_response_head(data, match)
+                    self.state = "done"
+                    return True
             buf = data
         if buf[: len(_STATUS_PREFIX)] != _STATUS_PREFIX[: len(buf)]:
             return self._finish("raw")
@@ -304,8 +318,17 @@ def _strict_request(head: bytes) -> RequestHead | None:
     loop over those: a third of llhttp's cost.
     """
     match = _STRICT_REQUEST.fullmatch(head)
-    if match is None:
-        return None
+    return None if match is None else _strict_request_head(head, match)
+
+
+def _strict_request_head(data: bytes, match: re.Match[bytes]) -> RequestHead | None:
+    """The record from a strict match at the start of `data` (the head ends where the match does); None when the
+    head frames a body (the parsers that judge body framing decide it).
+
+    The sniffer matches the first chunk directly (no framing search, no copy, one regex pass); a head framed
+    first is matched whole. Both read the same bytes: in the strict grammar no line holds a CR or LF, so the
+    first blank line is where the match ends."""
+    head = data
     fields: dict[str, list[str]] = {}
     # Inside the grammar a field line is `token:value` and holds no CR or LF: splitting at CRLF then at the first
     # colon reads what the regex did, in C (measured 2.4 against 2.9 µs for 5 fields, 7.1 against 11.2 for 14).
@@ -332,9 +355,14 @@ def _strict_response(head: bytes) -> ResponseHead | None:
     for requests; a response's body framing is not the record's concern (no parser reads it here).
     """
     match = _STRICT_RESPONSE.fullmatch(head)
-    if match is None:
-        return None
-    subprotocol = [v.strip(b" \t").decode("ascii") for v in _STRICT_SUBPROTOCOL.findall(head, match.start(3) - 1)]
+    return None if match is None else _strict_response_head(head, match)
+
+
+def _strict_response_head(data: bytes, match: re.Match[bytes]) -> ResponseHead:
+    """The record from a strict match at the start of `data`; what follows the match (a body, frames) is not read."""
+    subprotocol = [
+        v.strip(b" \t").decode("ascii") for v in _STRICT_SUBPROTOCOL.findall(data, match.start(3) - 1, match.end())
+    ]
     return _response_head(int(match.group(1)), _clean(match.group(2).decode("ascii")), _joined(subprotocol))
 
 

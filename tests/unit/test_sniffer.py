@@ -825,11 +825,11 @@ def test_strict_fast_path_reads_mutated_heads_as_the_reference_parsers_do(monkey
     cases = [(cls, mutate_near_strict(rng, base)) for cls, base in (rng.choice(bases) for _ in range(3000))]
 
     decided = [0]
-    for name in ("_strict_request", "_strict_response"):
+    for name in ("_strict_request_head", "_strict_response_head"):  # the first chunk's path and the framed one's
         real = getattr(sniffer_module, name)
 
-        def counted(head: bytes, real: object = real) -> object:
-            result = real(head)  # type: ignore[operator]
+        def counted(head: bytes, match: object, real: object = real) -> object:
+            result = real(head, match)  # type: ignore[operator]
             decided[0] += result is not None
             return result
 
@@ -878,3 +878,20 @@ def test_repeated_values_are_one_shared_copy(monkeypatch: pytest.MonkeyPatch, fa
     assert replies[0].head is not None and replies[1].head is not None
     assert replies[0].head.reason is replies[1].head.reason
     assert replies[0].head.subprotocol is replies[1].head.subprotocol
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"ABCDEFGHIJKLMNOPQRSTU / HTTP/1.1\r\nHost: h\r\n\r\n",  # a method past MAX_METHOD_CHARS: raw, as when split
+        b"GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\nok",  # body framing: the parsers that judge it
+        b"GET / HTTP/1.1\r\nHost: h\r\n\r\n\x81\x05hello",  # a WebSocket frame right behind the head
+    ],
+)
+def test_first_chunk_fast_path_reads_as_the_framed_path(data: bytes) -> None:
+    """The one-regex read of a whole first chunk decides exactly what the framing path decides byte by byte."""
+    whole, split = RequestSniffer(), RequestSniffer()
+    whole.feed(data)
+    for i in range(len(data)):
+        split.feed(data[i : i + 1])
+    assert (whole.state, whole.head, whole.error) == (split.state, split.head, split.error)
