@@ -91,21 +91,116 @@ def decide(
     sni: str | None = None,
     terminated: bool = False,
 ) -> Decision:
-    """The pool for one connection. `host`/`path` come from the first request head (None for raw TCP or a TLS
-    passthrough), `sni` from the ClientHello; `terminated` when wsproxy decrypted it (then a Host naming another
-    site than the SNI is refused with 421, as a browser reusing a connection for another origin would cause)."""
-    name, server_name = host_name(host), host_name(sni)
-    if terminated and name is not None and server_name is not None and name != server_name:
-        return Decision(
-            None, status=MISDIRECTED, reason=f"Host {name} does not match the TLS server name {server_name}"
+    """The pool for one connection (see RouteTable.decide); the engine keeps a RouteTable instead of calling this."""
+    return RouteTable(routes).decide(listener, default_pool, host=host, path=path, sni=sni, terminated=terminated)
+
+
+# A name pattern as matching reads it: (exact name, None) or (None, ".example.com") for "*.example.com".
+_Pattern = tuple[str | None, str | None]
+# A path prefix as matching reads it: the prefix, and the prefix with "/" when it does not end in one (else None).
+_Prefix = tuple[str, str | None]
+# Host and SNI values seen lately, normalized (host_name): a few distinct values carry nearly every connection.
+_NAMES: dict[str, str | None] = {}
+_NAMES_MAX = 1024  # client-chosen values: past this many the cache starts again, so it never grows without bound
+_MISSING = object()
+
+
+def _pattern(text: str | None) -> _Pattern | None:
+    if text is None:
+        return None
+    text = text.lower().rstrip(".")
+    return (None, text[1:]) if text.startswith("*.") else (text, None)
+
+
+def _prefix(prefix: str | None) -> _Prefix | None:
+    if prefix is None:
+        return None
+    return (prefix, None) if prefix.endswith("/") else (prefix, prefix + "/")
+
+
+def _normalized(value: str | None) -> str | None:
+    """host_name(value), remembered for the values that keep coming (the sniffer interns them)."""
+    if not value:
+        return None
+    name = _NAMES.get(value, _MISSING)
+    if name is _MISSING:
+        if len(_NAMES) >= _NAMES_MAX:
+            _NAMES.clear()
+        name = _NAMES[value] = host_name(value)
+    return name  # type: ignore[return-value]
+
+
+def _name_ok(pattern: _Pattern, name: str | None) -> bool:
+    exact, suffix = pattern
+    if name is None:
+        return False
+    if suffix is None:
+        return name == exact
+    return name.endswith(suffix) and len(name) > len(suffix)
+
+
+def _path_ok(prefix: _Prefix, path: str | None) -> bool:
+    if path is None:
+        return False
+    whole, below = prefix
+    if below is None:
+        return path.startswith(whole)
+    return path == whole or path.startswith(below)
+
+
+class RouteTable:
+    """The routes as matching reads them, made once when the routes are set rather than per connection: patterns
+    lower-cased, prefixes with their "/", one shared Decision per route and per default pool (immutable), the path's
+    query cut once per connection and only if a route reads the path. Measured (micro-benchmark, the bench's two
+    routes): 3.7-5.3 µs a decision with decide() as it was, 1.1-1.7 µs through the table."""
+
+    __slots__ = ("_defaults", "_reads_path", "_rows", "routes")
+
+    def __init__(self, routes: Sequence[Route]) -> None:
+        self.routes = tuple(routes)
+        self._rows = tuple(
+            (r.listener, _pattern(r.host), _prefix(r.path_prefix), _pattern(r.sni), Decision(r.pool, route=i))
+            for i, r in enumerate(self.routes)
         )
-    for index, route in enumerate(routes):
-        if route_matches(route, listener, name, path, server_name):
-            return Decision(route.pool, route=index)
-    if default_pool is not None:
-        return Decision(default_pool)
-    what = f"host {name}" if name else "this connection"
-    return Decision(None, status=NOT_FOUND, reason=f"no route for {what}{f' path {path}' if path else ''}")
+        self._reads_path = any(r.path_prefix is not None for r in self.routes)
+        self._defaults: dict[str, Decision] = {}
+
+    def decide(
+        self,
+        listener: str,
+        default_pool: str | None,
+        *,
+        host: str | None = None,
+        path: str | None = None,
+        sni: str | None = None,
+        terminated: bool = False,
+    ) -> Decision:
+        """The pool for one connection. `host`/`path` come from the first request head (None for raw TCP or a TLS
+        passthrough), `sni` from the ClientHello; `terminated` when wsproxy decrypted it (then a Host naming another
+        site than the SNI is refused with 421, as a browser reusing a connection for another origin would cause)."""
+        name, server_name = _normalized(host), _normalized(sni)
+        if terminated and name is not None and server_name is not None and name != server_name:
+            return Decision(
+                None, status=MISDIRECTED, reason=f"Host {name} does not match the TLS server name {server_name}"
+            )
+        bare = path.split("?", 1)[0].split("#", 1)[0] if self._reads_path and path is not None else None
+        for route_listener, host_pattern, prefix, sni_pattern, decision in self._rows:
+            if route_listener is not None and route_listener != listener:
+                continue
+            if host_pattern is not None and not _name_ok(host_pattern, name):
+                continue
+            if prefix is not None and not _path_ok(prefix, bare):
+                continue
+            if sni_pattern is not None and not _name_ok(sni_pattern, server_name):
+                continue
+            return decision
+        if default_pool is not None:
+            default = self._defaults.get(default_pool)
+            if default is None:
+                default = self._defaults[default_pool] = Decision(default_pool)
+            return default
+        what = f"host {name}" if name else "this connection"
+        return Decision(None, status=NOT_FOUND, reason=f"no route for {what}{f' path {path}' if path else ''}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,7 +20,7 @@ from proxy_core.datapath.sniffer import OVERSIZED, RequestSniffer, ResponseSniff
 from proxy_core.events import ConnectFailed, ConnectionClosed, EventBus, Handshake, OperatorAction
 from proxy_core.pool import Pool
 from proxy_core.registry import LiveConnection, Registry, Server
-from proxy_core.routing import MISDIRECTED, Decision, ListenerPlan, Route, decide
+from proxy_core.routing import MISDIRECTED, Decision, ListenerPlan, Route, RouteTable
 from proxy_core.spread import client_key, group_by_client, schedule_by_client
 
 if TYPE_CHECKING:
@@ -132,10 +132,19 @@ class Switchboard:
         self.cap_pauses = 0
         # Several pools: the routes (first match wins), each listener's plan by bound address (none: connect at
         # accept to the first pool, as a single pool does), matches per route, and requests refused 404 / 421.
-        self.routes: tuple[Route, ...] = ()
+        self.route_table = RouteTable(())
         self.routing: dict[str, ListenerPlan] = {}
         self.route_matched: list[int] = []
         self.unrouted = {"not_found": 0, "misdirected": 0}
+
+    @property
+    def routes(self) -> tuple[Route, ...]:
+        return self.route_table.routes
+
+    @routes.setter
+    def routes(self, routes: tuple[Route, ...]) -> None:
+        """Compiled once here (routing.RouteTable), not per connection."""
+        self.route_table = RouteTable(routes)
 
     # -- life of a connection -----------------------------------------------------------------
 
@@ -178,8 +187,7 @@ class Switchboard:
         head = client.head
         if sni is None and client.tls:
             sni = client.tls.get("sni")
-        decision = decide(
-            self.routes,
+        decision = self.route_table.decide(
             plan.listener,
             plan.default_pool,
             host=head.host if head is not None else None,

@@ -9,12 +9,15 @@ from proxy_core.naming import qualified, resolve
 from proxy_core.routing import (
     MISDIRECTED,
     NOT_FOUND,
+    Decision,
     Route,
+    RouteTable,
     decide,
     host_name,
     name_matches,
     path_matches,
     plan_listener,
+    route_matches,
 )
 
 ROUTES = [
@@ -177,3 +180,44 @@ def test_listener_plans(
     """Only a listener with Host/path routes waits for the head; a passthrough one with SNI routes peeks."""
     result = plan_listener(routes, listener, default, "default", tls)
     assert (None if result is None else (result.wait_head, result.peek_sni)) == plan
+
+
+def reference_decide(
+    routes: tuple[Route, ...], listener: str, default: str | None, host: str | None, path: str | None, sni: str | None
+) -> Decision:
+    """The rule as written: every route's conditions read through route_matches, in order (decide() before the
+    table); RouteTable must decide exactly as this does."""
+    name, server_name = host_name(host), host_name(sni)
+    for index, route in enumerate(routes):
+        if route_matches(route, listener, name, path, server_name):
+            return Decision(route.pool, route=index)
+    if default is not None:
+        return Decision(default)
+    what = f"host {name}" if name else "this connection"
+    return Decision(None, status=NOT_FOUND, reason=f"no route for {what}{f' path {path}' if path else ''}")
+
+
+def test_route_table_decides_as_the_rule_reads_over_every_combination() -> None:
+    """Hosts (case, port, trailing dot, wildcard depth), paths (segments, query, fragment), SNI and listeners,
+    against routes of every kind: the compiled table and the rule agree on every one, cache or not."""
+    routes = (
+        *ROUTES,
+        Route(pool="dir", path_prefix="/static/"),
+        Route(pool="deep", host="*.A.Example.org.", path_prefix="/x"),
+        Route(pool="sni", sni="*.tls.example.com"),
+    )
+    hosts = [None, "", "chat.example.com", "CHAT.example.com:8443", "chat.example.com.", "a.b.a.example.org",
+             "a.example.org", "[::1]:80", "api.example.com", "x.tls.example.com"]  # fmt: skip
+    paths = [None, "/", "/chat", "/chat/", "/chatroom", "/chat?x=1", "/chat#f", "/static", "/static/a", "/x/y", "/x?q"]
+    snis = [None, "chat.example.com", "x.tls.example.com", "api.example.com"]
+    listeners = ["0.0.0.0:443", "127.0.0.1:9443", "0.0.0.0:80"]
+    table = RouteTable(routes)
+    for listener in listeners:
+        for host in hosts:
+            for path in paths:
+                for sni in snis:
+                    for _ in range(2):  # the second time from the names' cache
+                        got = table.decide(listener, "web", host=host, path=path, sni=sni)
+                        assert got == reference_decide(routes, listener, "web", host, path, sni), (host, path, sni)
+                    nowhere = table.decide(listener, None, host=host, path=path, sni=sni)
+                    assert nowhere == reference_decide(routes, listener, None, host, path, sni)
