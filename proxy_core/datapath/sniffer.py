@@ -65,6 +65,8 @@ HEAD_LIMIT = 16 * 1024
 OVERSIZED = f"head over {HEAD_LIMIT} bytes"  # the error text of a head past the cap
 # Longest client-sent string kept in a record; the log and dashboard show one line per handshake.
 MAX_VALUE_CHARS = 256
+# Longest path shared between records (sys.intern); longer ones are kept as they are.
+SHARED_PATH_CHARS = 64
 # Longest method token the pre-check waits for; the longest registered method has 17 characters.
 MAX_METHOD_CHARS = 20
 
@@ -395,7 +397,7 @@ def _request_head(method: str, path: str, get: _GetAll) -> RequestHead:
     return RequestHead(  # by position, in field order: ~0.4 µs less than by keyword
         "websocket" if websocket else "http",
         sys.intern(_clean(method)),
-        _clean(path),  # often unique (query strings): not shared
+        _shared_path(path),
         _shared_joined(get("host", None)),
         _shared_joined(get("origin", None)),
         _shared_joined(get("user-agent", None)),
@@ -404,6 +406,14 @@ def _request_head(method: str, path: str, get: _GetAll) -> RequestHead:
         _shared_joined(get("sec-websocket-extensions", None)),
         get("sec-websocket-key", None) is not None,
     )
+
+
+def _shared_path(path: str) -> str:
+    """A short path shared like the other values: a WebSocket fleet's clients mostly ask for the same endpoint
+    ("/ws", "/socket.io/?EIO=4&transport=websocket"), and each held connection's record keeps its path (52 bytes
+    for "/ws" alone). A long one is likelier unique (a token in the query) and stays a copy of its own."""
+    path = _clean(path)
+    return sys.intern(path) if len(path) <= SHARED_PATH_CHARS else path
 
 
 def _response_head(status: int, reason: str, subprotocol: str | None) -> ResponseHead:

@@ -870,8 +870,15 @@ def test_repeated_values_are_one_shared_copy(monkeypatch: pytest.MonkeyPatch, fa
     first.feed(bytes(bytearray(UPGRADE)))
     second.feed(bytes(bytearray(UPGRADE)))
     assert first.head is not None and second.head is not None
-    for name in ("method", "host", "origin", "user_agent", "ws_version", "ws_protocol", "ws_extensions"):
+    for name in ("method", "path", "host", "origin", "user_agent", "ws_version", "ws_protocol", "ws_extensions"):
         assert getattr(first.head, name) is getattr(second.head, name), name
+    long_path = b"/ws?token=" + b"a" * 60  # over SHARED_PATH_CHARS: likelier unique, kept as it is
+    long_paths = [RequestSniffer(), RequestSniffer()]
+    for sniffer in long_paths:
+        sniffer.feed(b"GET " + long_path + b" HTTP/1.1\r\nHost: h\r\n\r\n")
+    heads = [s.head for s in long_paths]
+    assert heads[0] is not None and heads[1] is not None
+    assert heads[0].path == heads[1].path and heads[0].path is not heads[1].path
     replies = [ResponseSniffer(), ResponseSniffer()]
     for reply in replies:
         reply.feed(bytes(bytearray(SWITCHING)))
