@@ -21,6 +21,7 @@ from procs import Launcher, free_port, wait_port, wait_unix
 
 REPO = Path(__file__).resolve().parent.parent
 NAIVE = str(Path(__file__).with_name("naive_proxy.py"))
+FLOOR = str(Path(__file__).with_name("floor_proxy.py"))
 START_TRIES = 2
 
 # wsproxy's two columns differ only in these flags (override with --lean-args / --features-args):
@@ -164,6 +165,14 @@ class Naive(Column):
         return [sys.executable, NAIVE, "--listen", f"127.0.0.1:{self.port}", *backs]
 
 
+class Floor(Column):
+    """The least a relay on uvloop does per connection (floor_proxy.py): what is above it is wsproxy's own work."""
+
+    def argv(self) -> list[str] | None:
+        backs = [a for p in self.backends for a in ("--backend", f"127.0.0.1:{p}")]
+        return [sys.executable, FLOOR, "--listen", f"127.0.0.1:{self.port}", *backs]
+
+
 @dataclass
 class Wsproxy(Column):
     """wsproxy's engine started with `flags`; `subscribe` attaches an event-stream subscriber."""
@@ -261,7 +270,7 @@ def routing_pair(col: Wsproxy) -> tuple[Wsproxy, WsproxyPools]:
     )
 
 
-COLUMN_NAMES = ["direct", "wsproxy", "wsproxy+feat", "haproxy", "naive"]
+COLUMN_NAMES = ["direct", "wsproxy", "wsproxy+feat", "haproxy", "floor", "naive"]
 
 
 def with_access_log(flags: list[str], workdir: Path) -> list[str]:
@@ -287,6 +296,7 @@ def make_columns(
             "wsproxy+feat", backends, workdir, flags=with_access_log(features, workdir), subscribe=True
         ),
         "haproxy": lambda: Haproxy("haproxy", backends, workdir),
+        "floor": lambda: Floor("floor", backends, workdir),
         "naive": lambda: Naive("naive", backends, workdir),
     }
     columns = [make[n]() for n in COLUMN_NAMES if n in names]

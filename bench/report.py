@@ -18,7 +18,12 @@ RATIO_KEYS = {
     "rate_plain",
     "cpu_plain",
 }  # rows where wsproxy/HAProxy means something
-RATIOS = [("wsproxy", "haproxy", "ws/hap"), ("wsproxy+feat", "haproxy", "feat/hap")]
+RATIOS = [
+    ("wsproxy", "haproxy", "ws/hap"),
+    ("wsproxy+feat", "haproxy", "feat/hap"),
+    ("floor", "haproxy", "floor/hap"),  # the least a relay on uvloop costs against HAProxy (floor_proxy.py)
+    ("wsproxy+feat", "floor", "feat/floor"),  # wsproxy's own work with features on, over that floor
+]
 NOISE_PCT = 5.0  # a proxy kept waiting for its core longer than this share of a run makes its figures suspect
 FAIR_NOTE = (
     "CPU per unit of work is the fair comparison: on this small machine HAProxy saturates the load-generator "
