@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -50,7 +51,14 @@ def measure(launcher: Launcher, proc: Any, port: int, duration: float) -> dict[s
     close, cw = run_wrk(launcher, port, proc.pid, duration=duration, close=True)
     assert kw.cpu_s is not None and cw.cpu_s is not None
     own = cpu_seconds(proc.pid) - own0
+    # Everything else both cores did in the close window: the load generator (wrk and the backends) and any other
+    # tenant, from /proc/stat; what the proxy tree itself spent is taken out.
+    busy_s = (cw.proxy_busy + cw.load_busy) * cw.wall_s
+    load_s = max(0.0, busy_s - cw.cpu_s)
     return {
+        "close_load_cpu_us": load_s * 1e6 / max(1, close["requests"]),
+        "close_cores_busy": cw.proxy_busy + cw.load_busy,
+        "close_proxy_cores": cw.cpu_s / cw.wall_s,
         "keepalive_rps": keep["requests"] / keep["seconds"],
         "keepalive_cpu_us": kw.cpu_s * 1e6 / max(1, keep["requests"]),
         "close_cps": close["requests"] / close["seconds"],
@@ -59,6 +67,53 @@ def measure(launcher: Launcher, proc: Any, port: int, duration: float) -> dict[s
         "errors": keep["errors"] + close["errors"],
         "supervisor_cpu_pct": own * 100 / (kw.wall_s + cw.wall_s),
     }
+
+
+HAPROXY_BACKENDS = """global
+    maxconn 8000
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+frontend backends
+{binds}    http-request return status 200 content-type text/plain string "Hello, world!"
+"""
+
+
+def start_cheap_backends(launcher: Launcher, tmp: str) -> tuple[list[int], Any] | None:
+    """The two backends served by HAProxy itself (`http-request return`, C), far cheaper per connection than
+    backends.py, so less of the load core goes to the load side; None without haproxy (then backends.py)."""
+    exe = shutil.which("haproxy")
+    if exe is None:
+        return None
+    ports = [free_port(), free_port()]
+    config = Path(tmp) / "backends.cfg"
+    config.write_text(HAPROXY_BACKENDS.format(binds="".join(f"    bind 127.0.0.1:{p}\n" for p in ports)))
+    proc = launcher.start([exe, "-db", "-f", str(config)], LOAD_CPU, "haproxy-backends")
+    for port in ports:
+        wait_port(port, proc)
+    return ports, proc
+
+
+def print_separated(best: dict[int, dict[str, float]]) -> None:
+    """The new-connection scaling with the load generator's share taken out (derived from the measured rows).
+
+    On two cores the load generator (wrk and the Python backends) shares the second core with the second worker, so
+    the measured rate is what the machine does, not what two workers could. What each costs is measured apart:
+    µs of proxy CPU and µs of load CPU per connection. From those: the rate two workers would reach with both
+    cores to themselves (2 cores / µs per connection) against one worker on one core (1 / its µs), and the rate
+    this machine can reach at all with the load generator on it ((cores) / (proxy + load µs per connection))."""
+    one, two = best[1], best[2]
+    if not one["close_cpu_us"] or not two["close_cpu_us"]:
+        return
+    alone_one = 1e6 / one["close_cpu_us"]  # one worker, one full core
+    alone_two = 2e6 / two["close_cpu_us"]  # two workers, two full cores
+    machine = 2e6 / (two["close_cpu_us"] + two["close_load_cpu_us"])  # both cores, load generator included
+    print("derived (new connections/s):")
+    print(f"  one worker on a core of its own      {alone_one:10.0f}")
+    print(f"  two workers on two cores of their own{alone_two:10.0f}   {alone_two / alone_one:.2f}x one worker")
+    print(f"  this 2-core machine, load included   {machine:10.0f}   measured: {two['close_cps']:.0f}")
 
 
 def main() -> int:
@@ -72,12 +127,19 @@ def main() -> int:
         help="CPUs for the proxy tree (taskset list; default every core). `0` puts both workers on the proxy core "
         "alone: CPU per unit then shows coordination cost without the load generator sharing a worker's core",
     )
+    p.add_argument(
+        "--python-backends",
+        action="store_true",
+        help="serve the backends with bench/backends.py even when haproxy is installed (dearer per connection)",
+    )
     args = p.parse_args()
     raise_nofile()
     with tempfile.TemporaryDirectory(prefix="wsproxy-wbench-") as tmp:
         launcher = Launcher(Path(tmp))
         try:
-            ports, _backends = start_backends(launcher, LOAD_CPU)
+            cheap = None if args.python_backends else start_cheap_backends(launcher, tmp)
+            ports, _backends = cheap if cheap is not None else start_backends(launcher, LOAD_CPU)
+            backend_kind = "HAProxy (http-request return)" if cheap is not None else "backends.py"
             proxies = {n: start_proxy(launcher, n, ports, tmp, args.proxy_cpus) for n in (1, 2)}
             rounds: dict[int, list[dict[str, float]]] = {1: [], 2: []}
             for _ in range(args.rounds):
@@ -93,10 +155,16 @@ def main() -> int:
             "close_cpu_us": min(r["close_cpu_us"] for r in rs),
             "errors": sum(r["errors"] for r in rs),
             "supervisor_cpu_pct": min(r["supervisor_cpu_pct"] for r in rs),
+            "close_load_cpu_us": min(r["close_load_cpu_us"] for r in rs),
+            "close_cores_busy": max(r["close_cores_busy"] for r in rs),
+            "close_proxy_cores": max(r["close_proxy_cores"] for r in rs),
         }
         for n, rs in rounds.items()
     }
-    print(f"cores: {os.cpu_count()}; proxy on CPUs {args.proxy_cpus}; wrk and backends on CPU {LOAD_CPU}")
+    print(
+        f"cores: {os.cpu_count()}; proxy on CPUs {args.proxy_cpus}; wrk and the backends ({backend_kind}) "
+        f"on CPU {LOAD_CPU}"
+    )
     print(f"{'':28}{'workers=1':>12}{'workers=2':>12}{'2 vs 1':>10}")
     for key, label in (
         ("keepalive_rps", "keep-alive requests/s"),
@@ -105,10 +173,14 @@ def main() -> int:
         ("close_cpu_us", "µs proxy CPU / connection"),
         ("errors", "wrk errors"),
         ("supervisor_cpu_pct", "% CPU of the top process"),
+        ("close_proxy_cores", "cores the proxy used (close)"),
+        ("close_load_cpu_us", "µs load CPU / connection"),
+        ("close_cores_busy", "cores busy in all (close)"),
     ):
         one, two = best[1][key], best[2][key]
         ratio = f"{(two / one - 1) * 100:+.1f} %" if one else "-"
-        print(f"{label:28}{one:12.1f}{two:12.1f}{ratio:>10}")
+        print(f"{label:28}{one:12.2f}{two:12.2f}{ratio:>10}")
+    print_separated(best)
     if args.json:
         Path(args.json).write_text(json.dumps({"best": best, "rounds": rounds}, indent=2))
     return 0
