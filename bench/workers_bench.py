@@ -1,11 +1,14 @@
 """`--workers 1` against `--workers 2`: proxy CPU per unit of work, and the new-connection rate.
 
-Run as `python bench/workers_bench.py [--duration S] [--rounds R] [--json FILE]` (about 1 min with defaults).
+Run as `python bench/workers_bench.py [--duration S] [--rounds R] [--json FILE]` (about 75 s with defaults).
 The proxy tree (supervisor and workers) runs unpinned on every core (or on `--proxy-cpus`); wrk and the
-backends (bench/backends.py, two ports, round robin) are pinned to the load core, as in bench/run.py. Lean
-settings for both columns: `--check none --no-handshake-log`. Figures per column: requests/s and µs of
-proxy CPU per request with keep-alive (`wrk -t1 -c50`), connections/s and µs of proxy CPU per connection
-with `Connection: close`.
+backends (two ports, round robin) are pinned to the load core, as in bench/run.py. The backends are HAProxy itself
+answering `http-request return` (C, the cheapest load side at hand) when it is installed, else bench/backends.py
+(`--python-backends` forces it). Lean settings for both columns: `--check none --no-handshake-log`. Figures per
+column: requests/s and µs of proxy CPU per request with keep-alive (`wrk -t1 -c50`), connections/s and µs of
+proxy CPU per connection with `Connection: close`, and, in that window, the load side's CPU per connection (both
+cores' busy time from /proc/stat minus the proxy tree's): on two cores the second worker shares its core with the
+load generator, so the script also derives the rate two workers would reach with both cores to themselves.
 Rounds alternate the columns, so a noisy neighbour hurts both; the best round of each is reported.
 """
 
