@@ -11,13 +11,13 @@ Runs on uvloop (`--asyncio` for the stock loop). Prints `READY` once listening; 
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import itertools
-import signal
 import sys
 from collections.abc import Iterator
 from typing import cast
+
+from naive_proxy import run_relay, until_signalled
 
 HIGH_WATER, LOW_WATER = 64 * 1024, 16 * 1024  # as wsproxy's relay
 
@@ -132,37 +132,14 @@ class Client(asyncio.Protocol):
                 transport.close()
 
 
-def parse_addr(text: str) -> tuple[str, int]:
-    host, _, port = text.rpartition(":")
-    return host or "127.0.0.1", int(port)
-
-
 async def serve(listen: tuple[str, int], backends: list[tuple[str, int]]) -> None:
     Client.backends = itertools.cycle(backends)
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(Client, listen[0], listen[1], backlog=4096, reuse_address=True)
-    stop = loop.create_future()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, lambda: stop.done() or stop.set_result(None))
-    print("READY", flush=True)
-    await stop
-    server.close()
+    await until_signalled(await loop.create_server(Client, listen[0], listen[1], backlog=4096, reuse_address=True))
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--listen", required=True, help="HOST:PORT")
-    p.add_argument("--backend", action="append", required=True, help="HOST:PORT (repeat)")
-    p.add_argument("--asyncio", action="store_true", help="use the stock asyncio loop, not uvloop")
-    args = p.parse_args(argv)
-    coro = serve(parse_addr(args.listen), [parse_addr(b) for b in args.backend])
-    if args.asyncio:
-        asyncio.run(coro)
-    else:
-        import uvloop
-
-        uvloop.run(coro)
-    return 0
+    return run_relay(serve, (__doc__ or "").splitlines()[0], argv)
 
 
 if __name__ == "__main__":

@@ -72,6 +72,11 @@ async def serve(listen: tuple[str, int], backends: list[tuple[str, int]]) -> Non
     server = await asyncio.start_server(
         make_handler(itertools.cycle(backends)), listen[0], listen[1], backlog=4096, reuse_address=True
     )
+    await until_signalled(server)
+
+
+async def until_signalled(server: asyncio.AbstractServer) -> None:
+    """Say READY, serve until SIGTERM or SIGINT, close (the relays of the benchmark's columns share this)."""
     loop = asyncio.get_running_loop()
     stop = loop.create_future()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -81,8 +86,12 @@ async def serve(listen: tuple[str, int], backends: list[tuple[str, int]]) -> Non
     server.close()
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+Serve = Callable[[tuple[str, int], list[tuple[str, int]]], Awaitable[None]]
+
+
+def run_relay(serve: Serve, description: str, argv: list[str] | None = None) -> int:
+    """`--listen HOST:PORT --backend HOST:PORT...` on uvloop (the stock loop with `--asyncio` or without uvloop)."""
+    p = argparse.ArgumentParser(description=description)
     p.add_argument("--listen", required=True, help="HOST:PORT")
     p.add_argument("--backend", action="append", required=True, help="HOST:PORT (repeat)")
     p.add_argument("--asyncio", action="store_true", help="use the stock asyncio loop, not uvloop")
@@ -98,6 +107,10 @@ def main(argv: list[str] | None = None) -> int:
         else:
             uvloop.run(coro)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_relay(serve, __doc__.splitlines()[0], argv)
 
 
 if __name__ == "__main__":

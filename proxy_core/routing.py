@@ -52,33 +52,16 @@ def host_name(value: str | None) -> str | None:
 
 def name_matches(pattern: str, name: str | None) -> bool:
     """Exact (case-insensitive) or `*.example.com`: any name below example.com, not example.com itself."""
-    if name is None:
-        return False
-    pattern = pattern.lower().rstrip(".")
-    if pattern.startswith("*."):
-        suffix = pattern[1:]  # ".example.com"
-        return name.endswith(suffix) and len(name) > len(suffix)
-    return name == pattern
+    compiled = _pattern(pattern)
+    assert compiled is not None
+    return _name_ok(compiled, name)
 
 
 def path_matches(prefix: str, path: str | None) -> bool:
     """Segment-aware prefix: "/chat" takes /chat, /chat/x and /chat?q, not /chatroom; "/chat/" is a plain prefix."""
-    if path is None:
-        return False
-    path = path.split("?", 1)[0].split("#", 1)[0]
-    if prefix.endswith("/"):
-        return path.startswith(prefix)
-    return path == prefix or path.startswith(prefix + "/")
-
-
-def route_matches(route: Route, listener: str, host: str | None, path: str | None, sni: str | None) -> bool:
-    if route.listener is not None and route.listener != listener:
-        return False
-    if route.host is not None and not name_matches(route.host, host):
-        return False
-    if route.path_prefix is not None and not path_matches(route.path_prefix, path):
-        return False
-    return route.sni is None or name_matches(route.sni, sni)
+    compiled = _prefix(prefix)
+    assert compiled is not None
+    return _path_ok(compiled, None if path is None else _bare(path))
 
 
 def decide(
@@ -116,6 +99,11 @@ def _prefix(prefix: str | None) -> _Prefix | None:
     if prefix is None:
         return None
     return (prefix, None) if prefix.endswith("/") else (prefix, prefix + "/")
+
+
+def _bare(path: str) -> str:
+    """The path without its query or fragment: what a prefix is matched against."""
+    return path.split("?", 1)[0].split("#", 1)[0]
 
 
 def _normalized(value: str | None) -> str | None:
@@ -183,7 +171,7 @@ class RouteTable:
             return Decision(
                 None, status=MISDIRECTED, reason=f"Host {name} does not match the TLS server name {server_name}"
             )
-        bare = path.split("?", 1)[0].split("#", 1)[0] if self._reads_path and path is not None else None
+        bare = _bare(path) if self._reads_path and path is not None else None
         for route_listener, host_pattern, prefix, sni_pattern, decision in self._rows:
             if route_listener is not None and route_listener != listener:
                 continue

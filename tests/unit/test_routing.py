@@ -17,7 +17,6 @@ from proxy_core.routing import (
     name_matches,
     path_matches,
     plan_listener,
-    route_matches,
 )
 
 ROUTES = [
@@ -182,11 +181,22 @@ def test_listener_plans(
     assert (None if result is None else (result.wait_head, result.peek_sni)) == plan
 
 
+def route_matches(route: Route, listener: str, host: str | None, path: str | None, sni: str | None) -> bool:
+    """The rule for one route as the README states it: every condition given must hold."""
+    if route.listener is not None and route.listener != listener:
+        return False
+    if route.host is not None and not name_matches(route.host, host):
+        return False
+    if route.path_prefix is not None and not path_matches(route.path_prefix, path):
+        return False
+    return route.sni is None or name_matches(route.sni, sni)
+
+
 def reference_decide(
     routes: tuple[Route, ...], listener: str, default: str | None, host: str | None, path: str | None, sni: str | None
 ) -> Decision:
-    """The rule as written: every route's conditions read through route_matches, in order (decide() before the
-    table); RouteTable must decide exactly as this does."""
+    """The rule as written: each route's conditions in order, through the table-tested name_matches and
+    path_matches, nothing compiled or cached; RouteTable must decide exactly as this does."""
     name, server_name = host_name(host), host_name(sni)
     for index, route in enumerate(routes):
         if route_matches(route, listener, name, path, server_name):
